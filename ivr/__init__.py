@@ -1,0 +1,1 @@
+"""ARI controller and call flows of the IVR/PBX product."""

@@ -1,0 +1,208 @@
+"""Settings of the product, read from the environment and an env file.
+
+Precedence: process environment (``IVR_*``, ``DATABASE_URL``) > the env file
+(``$IVR_ENV_FILE`` or ``var/ivr.env`` in the project root, written by
+``ivr stack init`` with fresh random secrets) > built-in defaults.
+
+Secrets have no defaults on purpose: a PBX that ships with a known ARI or AMI
+password is a PBX that gets hijacked. A missing secret is a clear error that
+says how to create one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_ENV_FILE = PROJECT_ROOT / "var" / "ivr.env"
+
+# Asterisk's Russian prompts from asterisk-core-sounds-ru-* install under this name.
+RUSSIAN_SOUNDS_LANGUAGE = "ru_RU_f_IvrvoiceRU"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.:-]{1,255}$")
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_\-.~+/=]{12,128}$")
+
+
+def _port(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name}={value} is outside 1..65535")
+    return value
+
+
+def _float(name: str, raw: str, *, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _checked(name: str, raw: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.fullmatch(raw):
+        raise ConfigError(f"{name}={raw!r} is not a valid {what}")
+    return raw
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines; '#' comments and blank lines ignored; no shell expansion."""
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", key.strip()):
+            raise ConfigError(f"{path}:{lineno}: expected KEY=VALUE, got {line!r}")
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Database: None means "discover" (local server on 127.0.0.1:5432, else a private cluster).
+    database_url: str | None = None
+
+    # Asterisk listeners. Everything binds to loopback unless the admin says otherwise.
+    bind_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    http_port: int = 8088  # ARI lives on Asterisk's HTTP server
+    ami_port: int = 5038
+    agi_port: int = 4573  # FastAGI server run by the controller
+    health_port: int = 8090  # controller's own /health endpoint
+
+    ari_user: str = "ivr"
+    ari_password: str = field(default="", repr=False)
+    ari_app: str = "ivr"
+    ami_user: str = "ivr"
+    ami_secret: str = field(default="", repr=False)
+
+    # Where inbound carrier traffic comes from (comma-separated IPs/CIDRs).
+    carrier_match: str = "127.0.0.1"
+    # Where outbound calls go: the carrier's SIP address (a test answering phone in the lab).
+    carrier_host: str = "127.0.0.1"
+    carrier_port: int = 5090
+    # RTP port range of Asterisk.
+    rtp_start: int = 10000
+    rtp_end: int = 10999
+    # The company's single public number, E.164.
+    public_number: str = "+74951234567"
+
+    sound_language: str = RUSSIAN_SOUNDS_LANGUAGE
+    # Greeting played to inbound callers (Asterisk sound names, played in sound_language).
+    greeting_sounds: tuple[str, ...] = ("hello", "beep")
+    # Greeting call flow: how long to wait for the one digit after the greeting ends.
+    digit_timeout: float = 5.0
+
+    # Asterisk: chroot image (private install) and the name of the instance inside it.
+    asterisk_root: Path = PROJECT_ROOT / ".cache" / "asterisk-root"
+    asterisk_instance: str = "main"
+    state_dir: Path = PROJECT_ROOT / "var"
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://{self.bind_host}:{self.http_port}"
+
+    @property
+    def ari_ws_url(self) -> str:
+        return f"ws://{self.bind_host}:{self.http_port}/ari/events"
+
+    def require_secrets(self) -> None:
+        missing = [n for n, v in (("IVR_ARI_PASSWORD", self.ari_password), ("IVR_AMI_SECRET", self.ami_secret)) if not v]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} not set: run `ivr stack init` to generate secrets into "
+                f"{DEFAULT_ENV_FILE}, or export them"
+            )
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        return replace(self, **changes)
+
+
+# Environment variable -> (field name, parser)
+_ENV_MAP = {
+    "DATABASE_URL": ("database_url", lambda n, v: v or None),
+    "IVR_BIND_HOST": ("bind_host", lambda n, v: _checked(n, v, _HOST_RE, "host")),
+    "IVR_SIP_PORT": ("sip_port", _port),
+    "IVR_HTTP_PORT": ("http_port", _port),
+    "IVR_AMI_PORT": ("ami_port", _port),
+    "IVR_AGI_PORT": ("agi_port", _port),
+    "IVR_HEALTH_PORT": ("health_port", _port),
+    "IVR_ARI_USER": ("ari_user", lambda n, v: _checked(n, v, _NAME_RE, "user name")),
+    "IVR_ARI_PASSWORD": ("ari_password", lambda n, v: _checked(n, v, _SECRET_RE, "secret (12-128 chars of A-Za-z0-9_-.~+/=)")),
+    "IVR_ARI_APP": ("ari_app", lambda n, v: _checked(n, v, _NAME_RE, "application name")),
+    "IVR_AMI_USER": ("ami_user", lambda n, v: _checked(n, v, _NAME_RE, "user name")),
+    "IVR_AMI_SECRET": ("ami_secret", lambda n, v: _checked(n, v, _SECRET_RE, "secret (12-128 chars of A-Za-z0-9_-.~+/=)")),
+    "IVR_CARRIER_MATCH": ("carrier_match", lambda n, v: v),
+    "IVR_CARRIER_HOST": ("carrier_host", lambda n, v: _checked(n, v, _HOST_RE, "host")),
+    "IVR_CARRIER_PORT": ("carrier_port", _port),
+    "IVR_RTP_START": ("rtp_start", _port),
+    "IVR_RTP_END": ("rtp_end", _port),
+    "IVR_PUBLIC_NUMBER": ("public_number", lambda n, v: v),
+    "IVR_SOUND_LANGUAGE": ("sound_language", lambda n, v: _checked(n, v, _NAME_RE, "language")),
+    "IVR_DIGIT_TIMEOUT": ("digit_timeout", lambda n, v: _float(n, v, minimum=0.5)),
+    "IVR_ASTERISK_ROOT": ("asterisk_root", lambda n, v: Path(v)),
+    "IVR_ASTERISK_INSTANCE": ("asterisk_instance", lambda n, v: _checked(n, v, _NAME_RE, "instance name")),
+    "IVR_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
+}
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        env_file = Path(environ.get("IVR_ENV_FILE", DEFAULT_ENV_FILE))
+    merged = {**read_env_file(env_file), **{k: v for k, v in environ.items() if k in _ENV_MAP}}
+    values: dict[str, object] = {}
+    for key, raw in merged.items():
+        if key in _ENV_MAP:
+            name, parse = _ENV_MAP[key]
+            values[name] = parse(key, raw)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    # Imported here to keep config free of import cycles: the phone module is pure.
+    from models.phones import normalize_phone, PhoneNumberError
+
+    try:
+        normalize_phone(settings.public_number)
+    except PhoneNumberError as exc:
+        raise ConfigError(f"IVR_PUBLIC_NUMBER: {exc}") from None
+    return settings
+
+
+def generate_env_file(path: Path = DEFAULT_ENV_FILE, **extra: str) -> Path:
+    """Create the env file with fresh random secrets; keep existing values (idempotent)."""
+    existing = read_env_file(path)
+    wanted = {
+        "IVR_ARI_PASSWORD": existing.get("IVR_ARI_PASSWORD") or secrets.token_urlsafe(24),
+        "IVR_AMI_SECRET": existing.get("IVR_AMI_SECRET") or secrets.token_urlsafe(24),
+    }
+    merged = {**existing, **wanted, **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "# Generated by `ivr stack init`. Secrets are random per machine; keep this file private.\n"
+    body += "".join(f"{k}={v}\n" for k, v in sorted(merged.items()))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in fields(Settings)]
