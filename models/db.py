@@ -1,0 +1,41 @@
+"""Engines and sessions. One place decides which driver and pool settings the product uses."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+DEFAULT_LOCAL_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/ivr"
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs (what admins paste) and use the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL for messages: the password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def make_engine(url: str) -> Engine:
+    return create_engine(normalize_url(url), pool_pre_ping=True, future=True)
+
+
+def make_async_engine(url: str) -> AsyncEngine:
+    # Short connect timeout: a dead database must be noticed quickly during a call, the
+    # call journal retries and spools on its own schedule.
+    return create_async_engine(
+        normalize_url(url), pool_pre_ping=True, pool_size=5, max_overflow=5,
+        connect_args={"connect_timeout": 3},
+    )
+
+
+def async_session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)
