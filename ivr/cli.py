@@ -1,0 +1,123 @@
+"""``ivr``: the operational command line (database, stack, calls, demo).
+
+Each group is a thin layer over a module that does the work, so tests call the modules and
+the CLI only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from ivr.config import ConfigError, load_settings
+from models.db import DEFAULT_LOCAL_URL, mask_url, normalize_url
+
+
+def _settings():
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+def _database_url(explicit: str | None) -> str:
+    settings = _settings()
+    return normalize_url(explicit or settings.database_url or DEFAULT_LOCAL_URL)
+
+
+@click.group()
+def main() -> None:
+    """IVR/PBX for a single public number: stack, database, calls."""
+
+
+# --- database -------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """Schema migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--database-url", envvar="DATABASE_URL", default=None, help="Postgres URL (default: discovered)")
+@click.argument("revision", default="head")
+def db_upgrade(database_url: str | None, revision: str) -> None:
+    """Migrate the schema up to REVISION (default: head)."""
+    from models.migrate import DatabaseUnavailable, upgrade
+
+    url = _database_url(database_url)
+    try:
+        upgrade(url, revision)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"database {mask_url(url)} is at revision {revision}")
+
+
+@db.command("downgrade")
+@click.option("--database-url", envvar="DATABASE_URL", default=None)
+@click.argument("revision")
+def db_downgrade(database_url: str | None, revision: str) -> None:
+    """Migrate the schema down to REVISION (e.g. base)."""
+    from models.migrate import DatabaseUnavailable, downgrade
+
+    url = _database_url(database_url)
+    try:
+        downgrade(url, revision)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"database {mask_url(url)} is at revision {revision}")
+
+
+# --- calls ----------------------------------------------------------------------------------
+@main.group()
+def calls() -> None:
+    """The call journal."""
+
+
+@calls.command("list")
+@click.option("--database-url", envvar="DATABASE_URL", default=None)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+def calls_list(database_url: str | None, limit: int) -> None:
+    """Print the latest calls, newest first."""
+    from models.calls import latest_calls
+    from models.migrate import DatabaseUnavailable, check_connection
+
+    url = _database_url(database_url)
+    try:
+        check_connection(url)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = latest_calls(url, limit)
+    if not rows:
+        click.echo("no calls yet")
+        return
+    for row in rows:
+        click.echo(format_call(row))
+
+
+def _t(value: datetime | None) -> str:
+    return value.astimezone().strftime("%H:%M:%S") if value else "-"
+
+
+def format_call(row) -> str:
+    duration = f"{(row.ended_at - row.started_at).total_seconds():.1f}s" if row.ended_at else "in progress"
+    return (
+        f"{row.started_at.astimezone():%Y-%m-%d %H:%M:%S}  {row.direction.value:<8} "
+        f"from {row.from_number or '?'} to {row.to_number or '?'}  answered {_t(row.answered_at)}  "
+        f"ended {_t(row.ended_at)} ({duration})  result={row.result or '-'} digits={row.digits or '-'} "
+        f"hangup_by={row.hangup_by or '-'}  id={row.call_uid}"
+        + (f"\n    notes: {row.notes}" if row.notes else "")
+    )
+
+
+def _register_optional_groups() -> None:
+    from ivr.stack.cli import stack_group
+    main.add_command(stack_group, "stack")
+    from ivr.demo import demo_command
+    main.add_command(demo_command, "demo")
+
+
+_register_optional_groups()
+
+if __name__ == "__main__":
+    sys.exit(main())
