@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install what the product needs on a Debian 12 host, idempotently:
+#   Debian packages (only the missing ones; apt-get update only if something is missing),
+#   a Python 3.11 virtualenv in .cache/venv with the product installed in editable mode
+#   (reinstalled only when setup.cfg changes).
+# The Asterisk chroot and Postgres are provisioned by `ivr stack up` / the test fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: needs root (apt-get, chroot for Asterisk). Run with sudo." >&2
+    exit 1
+fi
+
+PACKAGES=(mmdebstrap sip-tester baresip sox iproute2 ca-certificates python3-venv python3-dev gcc procps psmisc)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python >= 3.11: Debian 12's python3 is 3.11; prefer an explicit python3.11 when present.
+PY=""
+for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))'; then
+        PY="$(command -v "$candidate")"; break
+    fi
+done
+[ -n "$PY" ] || { echo "bootstrap: Python 3.11+ not found" >&2; exit 1; }
+
+VENV=.cache/venv
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "bootstrap: creating virtualenv $VENV with $PY"
+    "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.installed-$(sha256sum setup.cfg | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+    echo "bootstrap: installing Python dependencies"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E '^WARNING: Location|ignored: it is neither' || true
+    "$VENV/bin/python" -c 'import ivr.cli, aiohttp, sqlalchemy, panoramisk' # fail loudly if the install did not work
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+fi
