@@ -1,0 +1,138 @@
+"""Run the real ``ivr-controller`` as a background process (demo, tests, ``ivr stack``).
+
+The controller gets its settings through the environment, exactly as a systemd unit would give
+them; its log goes to a file; a pid file lets a later command (``ivr stack down``) stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from ivr.config import PROJECT_ROOT, Settings
+
+
+def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("IVR_")}
+    env.update({
+        "DATABASE_URL": settings.database_url or "",
+        # Everything is passed explicitly; a stray env file must not override it.
+        "IVR_ENV_FILE": str(settings.state_dir / "controller-has-no-env-file"),
+        "IVR_BIND_HOST": settings.bind_host,
+        "IVR_SIP_PORT": str(settings.sip_port),
+        "IVR_HTTP_PORT": str(settings.http_port),
+        "IVR_AMI_PORT": str(settings.ami_port),
+        "IVR_AGI_PORT": str(settings.agi_port),
+        "IVR_HEALTH_PORT": str(settings.health_port),
+        "IVR_ARI_USER": settings.ari_user,
+        "IVR_ARI_PASSWORD": settings.ari_password,
+        "IVR_ARI_APP": settings.ari_app,
+        "IVR_AMI_USER": settings.ami_user,
+        "IVR_AMI_SECRET": settings.ami_secret,
+        "IVR_PUBLIC_NUMBER": settings.public_number,
+        "IVR_SOUND_LANGUAGE": settings.sound_language,
+        "IVR_DIGIT_TIMEOUT": str(settings.digit_timeout),
+        "IVR_STATE_DIR": str(settings.state_dir),
+        "PYTHONUNBUFFERED": "1",
+    })
+    if not settings.database_url:
+        env.pop("DATABASE_URL")
+    return env
+
+
+async def fetch_health(settings: Settings, timeout: float = 5.0) -> dict:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://{settings.bind_host}:{settings.health_port}/health",
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return await resp.json()
+
+
+class ControllerProcess:
+    def __init__(self, settings: Settings, log_path: Path | None = None,
+                 env_overrides: dict[str, str] | None = None):
+        self.settings = settings
+        self.log_path = log_path or settings.state_dir / f"controller-{settings.asterisk_instance}.log"
+        self.pid_path = settings.state_dir / f"controller-{settings.asterisk_instance}.pid"
+        self.env = settings_env(settings) | (env_overrides or {})
+        self.proc: subprocess.Popen | None = None
+        self._log_offset = 0
+
+    def start(self, *, detached: bool = False) -> "ControllerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ivr.controller"], env=self.env, cwd=PROJECT_ROOT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detached,
+        )
+        log.close()
+        self.pid_path.write_text(str(self.proc.pid))
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last: dict | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with code {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                last = asyncio.run(fetch_health(self.settings))
+                if last.get("ok"):
+                    return last
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"controller not healthy after {timeout:.0f}s: {last}\n{self.log_text()[-3000:]}")
+
+    def log_text(self, *, since_start: bool = True) -> str:
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as fh:
+            if since_start:
+                fh.seek(self._log_offset)
+            return fh.read().decode("utf-8", "replace")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return stop_controller(self.settings, timeout)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.pid_path.unlink(missing_ok=True)
+        return self.proc.returncode
+
+
+def stop_controller(settings: Settings, timeout: float = 15.0) -> int | None:
+    """Stop a controller started earlier (possibly by another command) via its pid file."""
+    pid_path = settings.state_dir / f"controller-{settings.asterisk_instance}.pid"
+    try:
+        pid = int(pid_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        pid_path.unlink(missing_ok=True)
+        return None
+    if b"ivr.controller" not in cmdline:  # the pid was reused by something else
+        pid_path.unlink(missing_ok=True)
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    pid_path.unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,107 @@
+"""Shared fixtures.
+
+Unit tests (tests/unit) need nothing. Database tests (marker ``db``) get a fresh migrated
+database on the real Postgres the stack uses. End-to-end tests (marker ``e2e``) get a real
+Asterisk instance named ``pytest`` on its own ports (so a demo stack can keep running), the real
+``ivr-controller`` console script as a subprocess, and real SIP phones (ivr.phones).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from ivr.config import Settings
+from ivr.runner import ControllerProcess, fetch_health, settings_env  # noqa: F401  (fixtures' helpers)
+from models.db import normalize_url
+from models.migrate import upgrade
+
+TEST_DB = "ivr_test"
+
+
+def _admin_conninfo(url: str) -> str:
+    u = make_url(normalize_url(url))
+    return psycopg.conninfo.make_conninfo(
+        host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
+        password=u.password or None, dbname="postgres",
+    )
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    with psycopg.connect(_admin_conninfo(server_url), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(name)))
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return make_url(normalize_url(server_url)).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(_admin_conninfo(server_url), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The Postgres server the stack scripts found or started (DATABASE_URL, else local)."""
+    from ivr.stack.postgres import ensure_database
+
+    return ensure_database(Settings(database_url=os.environ.get("DATABASE_URL") or None))
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server_url: str) -> str:
+    url = recreate_database(pg_server_url, TEST_DB)
+    upgrade(url)
+    return url
+
+
+# --- end-to-end: Asterisk + controller ---------------------------------------------------------
+
+E2E_PORTS = dict(sip_port=15060, http_port=18088, ami_port=15038, agi_port=14573, health_port=18090,
+                 carrier_port=15090, rtp_start=31000, rtp_end=31999)
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(tmp_path_factory, database_url: str) -> Settings:
+    state = tmp_path_factory.mktemp("state")
+    return Settings(
+        database_url=database_url,
+        ari_password=secrets.token_urlsafe(18),
+        ami_secret=secrets.token_urlsafe(18),
+        asterisk_instance="pytest",
+        state_dir=state,
+        digit_timeout=3.0,
+        **E2E_PORTS,
+    )
+
+
+@pytest.fixture(scope="session")
+def asterisk(e2e_settings: Settings):
+    from ivr.stack.asterisk import AsteriskInstance
+
+    instance = AsteriskInstance(e2e_settings)
+    instance.ensure_image()
+    instance.stop()  # a leftover from an interrupted run
+    instance.install_config()
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def controller(asterisk, e2e_settings: Settings, tmp_path_factory):
+    proc = ControllerProcess(e2e_settings, tmp_path_factory.mktemp("controller") / "controller.log").start()
+    proc.wait_healthy()
+    yield proc
+    proc.stop()
