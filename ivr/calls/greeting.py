@@ -76,7 +76,7 @@ class GreetingCall:
         to_number = args[1] if len(args) > 1 else channel.exten
         self.record = CallRecord.inbound(
             channel.id, caller_number=channel.caller_number, caller_name=channel.caller_name,
-            to_number=to_number, channel_name=channel.name, flow=self.FLOW,
+            to_number=to_number, channel_name=channel.name, flow=self.FLOW, created=channel.creationtime,
         )
         recovered = first_event.type == CHANNEL_RECOVERED
         if recovered:

@@ -15,6 +15,16 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def parse_ari_time(value: str) -> datetime | None:
+    """ARI timestamps look like 2026-11-23T12:30:17.485+0000."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None
+
+
 # Results a call can end with; kept short and stable because reports group by them.
 RESULT_DIGIT = "digit"  # the caller pressed an accepted key
 RESULT_NO_INPUT = "no_input"  # nothing pressed before the timeout
@@ -44,7 +54,7 @@ class CallRecord:
 
     @classmethod
     def inbound(cls, call_uid: str, *, caller_number: str, caller_name: str, to_number: str,
-                channel_name: str, flow: str) -> "CallRecord":
+                channel_name: str, flow: str, created: str = "") -> "CallRecord":
         # Caller IDs are attacker-controlled: store them bounded and sanitised, and only a
         # number that really parses goes into the E.164 column used for client lookup.
         return cls(
@@ -56,6 +66,7 @@ class CallRecord:
             to_number=safe_text(to_number, 80) or None,
             channel_name=safe_text(channel_name, 120),
             flow=flow,
+            started_at=parse_ari_time(created) or utcnow(),
         )
 
     def add_note(self, text: str) -> None:

@@ -1,0 +1,248 @@
+"""Render the Asterisk configuration the product ships (``asterisk-conf/*.conf.j2`` and
+``dialplans/extensions.conf.j2``) from :class:`ivr.config.Settings`.
+
+Every value that reaches a config file is validated first (Asterisk config files have no
+quoting: a newline, ``;``, ``[`` or ``,`` in a value would add settings, comment the rest of a
+line out, open a section or add an argument; ``)``, ``$``, ``{`` would rewrite dialplan), and
+the template filter ``v`` checks again, so a template that forgets the validation still cannot
+emit a hostile value. Rendering is deterministic: same settings, same bytes.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import jinja2
+
+from ivr.config import PROJECT_ROOT, ConfigError, Settings
+
+CONF_TEMPLATE_DIR = PROJECT_ROOT / "asterisk-conf"
+DIALPLAN_TEMPLATE_DIR = PROJECT_ROOT / "dialplans"
+
+# Files that are rendered, in order. extensions.conf comes from dialplans/.
+CONF_FILES = (
+    "asterisk.conf", "modules.conf", "logger.conf", "http.conf", "ari.conf", "manager.conf",
+    "pjsip.conf", "rtp.conf", "extensions.conf", "cdr.conf", "cel.conf", "indications.conf",
+    "acl.conf", "ccss.conf", "features.conf", "udptl.conf", "stasis.conf", "sorcery.conf",
+    "codecs.conf", "musiconhold.conf", "cli.conf", "say.conf",
+)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*")
+_SECRET_RE = re.compile(r"[A-Za-z0-9_\-.~+/=]{12,128}")
+_PATH_RE = re.compile(r"/[A-Za-z0-9_./-]*")
+_NUMBER_RE = re.compile(r"\+?[0-9]{3,20}")
+# What no rendered value may contain, whatever the template (defence in depth).
+_FORBIDDEN = set("\r\n\t;[](){}$,\"'`\\<>|&!*#")
+
+
+@dataclass(frozen=True)
+class Directories:
+    """Paths in asterisk.conf [directories], as Asterisk sees them."""
+
+    etc: str
+    run: str
+    log: str
+    spool: str
+    db: str
+    keys: str
+    cache: str
+    data: str = "/usr/share/asterisk"
+    varlib: str = "/var/lib/asterisk"
+    agi: str = "/usr/share/asterisk/agi-bin"
+    sbin: str = "/usr/sbin"
+    mod: str = "/usr/lib/asterisk/modules"
+
+    @classmethod
+    def instance(cls, instance: str, moddir: str) -> "Directories":
+        base = f"/srv/ivr/{instance}"
+        return cls(etc=f"{base}/etc", run=f"{base}/run", log=f"{base}/log", spool=f"{base}/spool",
+                   db=f"{base}/db", keys=f"{base}/keys", cache=f"{base}/cache", mod=moddir)
+
+    @classmethod
+    def system(cls, moddir: str, etc: str = "/etc/asterisk") -> "Directories":
+        return cls(etc=etc, run="/var/run/asterisk", log="/var/log/asterisk", spool="/var/spool/asterisk",
+                   db="/var/lib/asterisk", keys="/var/lib/asterisk/keys", cache="/var/cache/asterisk", mod=moddir)
+
+
+def find_moddir(root: Path | str = "/") -> str:
+    """The Asterisk module directory under ``root`` (multiarch dir derived, not hard-coded)."""
+    root = Path(root)
+    candidates = sorted(glob.glob(str(root / "usr/lib/*/asterisk/modules"))) + [
+        str(root / "usr/lib/asterisk/modules"), str(root / "usr/lib64/asterisk/modules")]
+    for cand in candidates:
+        if Path(cand, "chan_pjsip.so").exists() or Path(cand, "res_ari.so").exists():
+            return "/" + str(Path(cand).relative_to(root))
+    raise ConfigError(f"no Asterisk module directory (with chan_pjsip.so) found under {root}")
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def _ip(name: str, value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not an IP address") from None
+
+
+def _host(name: str, value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not isinstance(value, str) or not _HOSTNAME_RE.fullmatch(value):
+        raise ConfigError(f"{name}={value!r} is not a valid IP address or host name")
+    return value.lower()
+
+
+def _port(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r} is not an integer port")
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name}={value} is outside 1..65535")
+    return value
+
+
+def _match(name: str, value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ConfigError(f"{name}={value!r} is not a valid {what}")
+    return value
+
+
+def _networks(name: str, value: str) -> list[str]:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} is empty: list the carrier's IPs/CIDRs, comma-separated")
+    out: list[str] = []
+    for part in value.split(","):
+        part = part.strip()
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR network") from None
+        text = str(net.network_address) if net.num_addresses == 1 else str(net)
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def _secret(name: str, value: str) -> str:
+    if not value:
+        raise ConfigError(f"{name} is not set: run `ivr stack init` to generate secrets, or export it")
+    return _match(name, value, _SECRET_RE, "secret (12-128 chars of A-Za-z0-9_-.~+/=)")
+
+
+def validate(settings: Settings) -> dict[str, object]:
+    """Check every setting that reaches Asterisk config; return the template context."""
+    s = settings
+    ctx: dict[str, object] = {
+        "bind_host": _ip("IVR_BIND_HOST", s.bind_host),
+        "sip_port": _port("IVR_SIP_PORT", s.sip_port),
+        "http_port": _port("IVR_HTTP_PORT", s.http_port),
+        "ami_port": _port("IVR_AMI_PORT", s.ami_port),
+        "agi_port": _port("IVR_AGI_PORT", s.agi_port),
+        "ari_user": _match("IVR_ARI_USER", s.ari_user, _NAME_RE, "user name"),
+        "ari_password": _secret("IVR_ARI_PASSWORD", s.ari_password),
+        "ari_app": _match("IVR_ARI_APP", s.ari_app, _NAME_RE, "application name"),
+        "ami_user": _match("IVR_AMI_USER", s.ami_user, _NAME_RE, "user name"),
+        "ami_secret": _secret("IVR_AMI_SECRET", s.ami_secret),
+        "carrier_match": _networks("IVR_CARRIER_MATCH", s.carrier_match),
+        "carrier_host": _host("IVR_CARRIER_HOST", s.carrier_host),
+        "carrier_port": _port("IVR_CARRIER_PORT", s.carrier_port),
+        "rtp_start": _port("IVR_RTP_START", s.rtp_start),
+        "rtp_end": _port("IVR_RTP_END", s.rtp_end),
+        "public_number": _match("IVR_PUBLIC_NUMBER", s.public_number, _NUMBER_RE, "phone number (E.164)"),
+        "sound_language": _match("IVR_SOUND_LANGUAGE", s.sound_language, _NAME_RE, "language"),
+        "instance": _match("IVR_ASTERISK_INSTANCE", s.asterisk_instance, _NAME_RE, "instance name"),
+    }
+    if ctx["rtp_start"] >= ctx["rtp_end"]:  # type: ignore[operator]
+        raise ConfigError(f"IVR_RTP_START={s.rtp_start} must be below IVR_RTP_END={s.rtp_end}")
+    tcp = {"IVR_HTTP_PORT": s.http_port, "IVR_AMI_PORT": s.ami_port, "IVR_AGI_PORT": s.agi_port}
+    if len(set(tcp.values())) != len(tcp):
+        raise ConfigError(f"TCP ports must differ: {tcp}")
+    if s.rtp_start <= s.sip_port <= s.rtp_end:
+        raise ConfigError(f"IVR_SIP_PORT={s.sip_port} lies inside the RTP range {s.rtp_start}-{s.rtp_end}")
+    host = ctx["carrier_host"]
+    ctx["carrier_uri_host"] = f"[{host}]" if ":" in str(host) else host
+    ctx["bind_is_wildcard"] = ipaddress.ip_address(ctx["bind_host"]).is_unspecified  # type: ignore[arg-type]
+    ctx["bind_uri_host"] = f"[{ctx['bind_host']}]" if ":" in str(ctx["bind_host"]) else ctx["bind_host"]
+    # AMI: loopback always, the bind address too when it is a specific one.
+    permits = ["127.0.0.1/255.255.255.255"]
+    bind = ipaddress.ip_address(ctx["bind_host"])  # type: ignore[arg-type]
+    if bind.version == 4 and not bind.is_unspecified and str(bind) != "127.0.0.1":
+        permits.append(f"{bind}/255.255.255.255")
+    ctx["ami_permits"] = permits
+    return ctx
+
+
+def _safe_value(value: object) -> object:
+    """Jinja filter ``v``: refuse any value that could break out of a config line."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    bad = sorted(set(text) & _FORBIDDEN)
+    if bad or not text:
+        raise ConfigError(f"refusing to write {text!r} into Asterisk config (characters {''.join(bad)!r})")
+    return text
+
+
+def _path_value(value: object) -> str:
+    text = str(value)
+    if not _PATH_RE.fullmatch(text) or ".." in PurePosixPath(text).parts:
+        raise ConfigError(f"refusing to write path {text!r} into asterisk.conf")
+    return text
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(CONF_TEMPLATE_DIR), str(DIALPLAN_TEMPLATE_DIR)]),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters["v"] = _safe_value
+    env.filters["path"] = _path_value
+    return env
+
+
+def render_texts(settings: Settings, directories: Directories) -> dict[str, str]:
+    """File name -> rendered text, for all of CONF_FILES."""
+    ctx = validate(settings)
+    ctx["dirs"] = directories
+    env = _environment()
+    out: dict[str, str] = {}
+    for name in CONF_FILES:
+        try:
+            out[name] = env.get_template(name + ".j2").render(ctx)
+        except jinja2.TemplateNotFound:
+            raise ConfigError(f"template {name}.j2 missing from {CONF_TEMPLATE_DIR} / {DIALPLAN_TEMPLATE_DIR}") from None
+    return out
+
+
+def render_config(settings: Settings, out_dir: Path, directories: Directories | None = None) -> list[Path]:
+    """Render all config files into ``out_dir`` (created); return the written paths.
+
+    ``directories`` defaults to the private-instance layout ``/srv/ivr/<instance>/...`` with
+    the module directory found in ``settings.asterisk_root`` (or ``/usr/lib/asterisk/modules``
+    if there is no image yet).
+    """
+    if directories is None:
+        try:
+            moddir = find_moddir(settings.asterisk_root)
+        except ConfigError:
+            moddir = "/usr/lib/asterisk/modules"
+        directories = Directories.instance(settings.asterisk_instance, moddir)
+    texts = render_texts(settings, directories)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in texts.items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o640)
+        written.append(path)
+    return written
