@@ -61,6 +61,7 @@ class BaresipPhone:
         self.workdir = base / f"baresip-{self.port}-{secrets.token_hex(3)}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._proc: asyncio.subprocess.Process | None = None
+        self._ready = asyncio.Event()
 
     @property
     def uri(self) -> str:
@@ -114,6 +115,7 @@ class BaresipPhone:
                    dtmf: str, dtmf_at: float, dtmf_gap: float, hangup_after: float | None,
                    pad: float, until_closed: bool = True) -> BaresipResult:
         dtmf = validate_dtmf(dtmf)
+        self._ready.clear()
         if wav is not None:
             wav = await convert_wav(Path(wav), self.workdir / "speech.wav", pad_front=pad)
         else:
@@ -142,6 +144,8 @@ class BaresipPhone:
             except FileNotFoundError:
                 return
             for line in data[pos:].splitlines():
+                if "baresip is ready" in line:
+                    self._ready.set()
                 if _INCOMING.search(line):
                     st["incoming"] += 1
                 if _ESTABLISHED.search(line) and st["established"] is None:
@@ -221,6 +225,14 @@ class BaresipPhone:
         return await self._run(wav=wav, duration=duration, dial=None, auto_answer=True, dtmf=dtmf,
                                dtmf_at=dtmf_at, dtmf_gap=dtmf_gap, hangup_after=hangup_after, pad=pad,
                                until_closed=until_closed)
+
+    async def wait_ready(self, timeout: float = 5.0) -> None:
+        """Wait until the running baresip (started by call()/answer() in a task) accepts calls."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise PhoneError(f"baresip on port {self.port} not ready after {timeout}s",
+                             log_tail=tail(self.workdir / "baresip.out")) from None
 
     async def close(self) -> None:
         if self._proc is not None:
