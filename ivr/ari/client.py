@@ -114,14 +114,12 @@ class AriClient:
         user: str,
         password: str,
         *,
-        session: aiohttp.ClientSession | None = None,
         request_timeout: float = 10.0,
     ):
         self.base_url = base_url.rstrip("/")
         self.user = user
         self._auth_header = _basic_auth(user, password)
-        self._own_session = session is None
-        self._session = session
+        self._session: aiohttp.ClientSession | None = None  # created lazily inside the event loop
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
 
     @property
@@ -132,7 +130,6 @@ class AriClient:
                 connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
                 json_serialize=json.dumps,
             )
-            self._own_session = True
         return self._session
 
     @property
@@ -140,7 +137,7 @@ class AriClient:
         return self._auth_header
 
     async def close(self) -> None:
-        if self._own_session and self._session is not None:
+        if self._session is not None:
             await self._session.close()
 
     async def __aenter__(self) -> "AriClient":
@@ -162,14 +159,13 @@ class AriClient:
         try:
             async with self.session.request(
                 method, url, params=clean or None, json=body, timeout=self._timeout,
-                headers={"Authorization": self._auth_header},
             ) as resp:
-                text = await resp.text()
+                raw = await resp.read()
                 if resp.status < 300:
-                    return json.loads(text) if text else None
-                message = text
+                    return json.loads(raw) if raw else None
+                message = raw.decode("utf-8", "replace")
                 try:
-                    message = json.loads(text).get("message", text)
+                    message = json.loads(raw).get("message", message)
                 except (ValueError, AttributeError):
                     pass
                 cls = {404: AriNotFound, 409: AriConflict, 422: AriConflict, 401: AriAuthError, 403: AriAuthError}.get(

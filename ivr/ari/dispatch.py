@@ -46,10 +46,14 @@ class CallSession:
 
     async def next_event(self, timeout: float | None = None) -> AriEvent | None:
         """The next event of this call, or None when ``timeout`` seconds pass first."""
+        if not self.mailbox.empty():
+            return self.mailbox.get_nowait()
         if timeout is None:
             return await self.mailbox.get()
         try:
-            return await asyncio.wait_for(self.mailbox.get(), timeout)
+            # asyncio.timeout is much cheaper than wait_for (no extra task per event).
+            async with asyncio.timeout(timeout):
+                return await self.mailbox.get()
         except TimeoutError:
             return None
 
