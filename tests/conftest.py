@@ -99,9 +99,26 @@ def asterisk(e2e_settings: Settings):
     instance.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def controller(asterisk, e2e_settings: Settings, tmp_path_factory):
     proc = ControllerProcess(e2e_settings, tmp_path_factory.mktemp("controller") / "controller.log").start()
     proc.wait_healthy()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def phone(e2e_settings: Settings, tmp_path):
+    """A sipp phone that calls the e2e Asterisk; ``phone(caller_id=...)`` for another number."""
+    from ivr.phones.sipp import SippCaller
+
+    def make(caller_id: str = "79161234567", **kwargs):
+        return SippCaller(e2e_settings.bind_host, e2e_settings.sip_port, caller_id=caller_id, workdir=tmp_path,
+                          **kwargs)
+
+    return make
+
+
+def unique_mobile() -> str:
+    """A valid Russian mobile number no other test uses (calls are looked up by it)."""
+    return "7916" + str(secrets.randbelow(10**7)).zfill(7)

@@ -153,7 +153,8 @@ class GreetingCall:
                 if self.state is State.GREETING:
                     self.state = State.WAITING_DIGIT
                     deadline = time.monotonic() + self.digit_timeout
-                    log.info("event=greeting_finished waiting_for_digit=%.1fs", self.digit_timeout)
+                    log.info("event=greeting_finished state=%s waiting_for_digit=%.1fs",
+                             (event.data.get("playback") or {}).get("state", "?"), self.digit_timeout)
                 continue
             if event.type == "ChannelDtmfReceived":
                 digit = event.digit
