@@ -26,7 +26,7 @@ DIALPLAN_TEMPLATE_DIR = PROJECT_ROOT / "dialplans"
 # Files that are rendered, in order. extensions.conf comes from dialplans/.
 CONF_FILES = (
     "asterisk.conf", "modules.conf", "logger.conf", "http.conf", "ari.conf", "manager.conf",
-    "pjsip.conf", "rtp.conf", "extensions.conf", "cdr.conf", "cel.conf", "indications.conf",
+    "pjsip.conf", "pjproject.conf", "rtp.conf", "websocket_client.conf", "extensions.conf", "cdr.conf", "cel.conf", "indications.conf",
     "acl.conf", "ccss.conf", "features.conf", "udptl.conf", "stasis.conf", "sorcery.conf",
     "codecs.conf", "musiconhold.conf", "cli.conf", "say.conf",
 )
