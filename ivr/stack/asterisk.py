@@ -354,10 +354,10 @@ def install_system(settings: Settings, etc_dir: Path = Path("/etc/asterisk"), ba
         tmp = path.with_name(name + ".ivr-tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.chmod(0o640)
-        try:
-            st = path.stat()
+        try:  # keep the owner (e.g. asterisk:asterisk) of the file, or of the directory
+            st = path.stat() if path.exists() else etc_dir.stat()
             os.chown(tmp, st.st_uid, st.st_gid)
-        except (FileNotFoundError, PermissionError):
+        except PermissionError:
             pass
         tmp.replace(path)
     return changes

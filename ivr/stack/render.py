@@ -66,7 +66,7 @@ class Directories:
     @classmethod
     def system(cls, moddir: str, etc: str = "/etc/asterisk") -> "Directories":
         return cls(etc=etc, run="/var/run/asterisk", log="/var/log/asterisk", spool="/var/spool/asterisk",
-                   db="/var/lib/asterisk", keys="/var/lib/asterisk/keys", cache="/var/cache/asterisk", mod=moddir)
+                   db="/var/lib/asterisk", keys="/var/lib/asterisk", cache="/var/cache/asterisk", mod=moddir)
 
 
 def find_moddir(root: Path | str = "/") -> str:
