@@ -165,10 +165,7 @@ def validate(settings: Settings) -> dict[str, object]:
         raise ConfigError(f"TCP ports must differ: {tcp}")
     if s.rtp_start <= s.sip_port <= s.rtp_end:
         raise ConfigError(f"IVR_SIP_PORT={s.sip_port} lies inside the RTP range {s.rtp_start}-{s.rtp_end}")
-    host = ctx["carrier_host"]
-    ctx["carrier_uri_host"] = f"[{host}]" if ":" in str(host) else host
     ctx["bind_is_wildcard"] = ipaddress.ip_address(ctx["bind_host"]).is_unspecified  # type: ignore[arg-type]
-    ctx["bind_uri_host"] = f"[{ctx['bind_host']}]" if ":" in str(ctx["bind_host"]) else ctx["bind_host"]
     # AMI: loopback always, the bind address too when it is a specific one.
     permits = ["127.0.0.1/255.255.255.255"]
     bind = ipaddress.ip_address(ctx["bind_host"])  # type: ignore[arg-type]
@@ -206,6 +203,8 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["v"] = _safe_value
     env.filters["path"] = _path_value
+    # IPv6 literals in URIs and host:port need brackets; applied after ``v``.
+    env.filters["urihost"] = lambda value: f"[{value}]" if ":" in str(value) else value
     return env
 
 
