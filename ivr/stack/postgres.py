@@ -112,7 +112,7 @@ def _run(cmd: list[str], what: str) -> None:
         raise DatabaseError(f"{what} failed (rc={res.returncode}): {' '.join(cmd)}\n{(res.stdout + res.stderr)[-2000:]}")
 
 
-def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA) -> None:
+def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA, port: int = LOCAL_PORT) -> None:
     bindir = _pg_bindir()
     if bindir is None:
         _run(["apt-get", "install", "-y", "postgresql-15"], "installing PostgreSQL with apt-get")
@@ -127,10 +127,13 @@ def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA) -> None:
     except KeyError:
         raise DatabaseError("no system user 'postgres'; install PostgreSQL (apt-get install postgresql-15)") from None
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if pgdata.exists() and not (pgdata / "PG_VERSION").exists() and any(pgdata.iterdir()):
+        raise DatabaseError(f"{pgdata} exists but is not a PostgreSQL cluster; move it away")
+    if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(pgdata.parent)]).returncode != 0:
+        raise DatabaseError(f"user postgres cannot reach {pgdata.parent} (directory permissions); "
+                            f"make its parents world-executable or set DATABASE_URL")
     if not (pgdata / "PG_VERSION").exists():
-        if pgdata.exists():
-            shutil.rmtree(pgdata)
-        pgdata.mkdir(mode=0o700)
+        pgdata.mkdir(mode=0o700, exist_ok=True)
         os.chown(pgdata, pw.pw_uid, pw.pw_gid)
         _run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres",
               "--auth=trust", "--encoding=UTF8", "--locale=C"], "initdb")
@@ -138,6 +141,8 @@ def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA) -> None:
             "# Private cluster of the IVR stack: trust on loopback only.\n"
             "local all all trust\n"
             f"host all all {LOCAL_HOST}/32 trust\n", encoding="utf-8")
+    if (pgdata / "postmaster.pid").exists() and _port_open(LOCAL_HOST, port):
+        return
     log = Path(settings.state_dir) / "postgres.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     if not log.exists():
@@ -147,10 +152,10 @@ def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA) -> None:
     rundir.mkdir(exist_ok=True)
     os.chown(rundir, pw.pw_uid, pw.pw_gid)
     _run(["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60",
-          "-o", f"-c listen_addresses={LOCAL_HOST} -c port={LOCAL_PORT} -c unix_socket_directories={rundir}",
+          "-o", f"-c listen_addresses={LOCAL_HOST} -c port={port} -c unix_socket_directories={rundir}",
           "start"], f"starting the private PostgreSQL cluster in {pgdata} (log {log})")
     deadline = time.monotonic() + 30
-    while not _port_open(LOCAL_HOST, LOCAL_PORT):
+    while not _port_open(LOCAL_HOST, port):
         if time.monotonic() > deadline:
-            raise DatabaseError(f"private PostgreSQL cluster did not listen on {LOCAL_HOST}:{LOCAL_PORT}; see {log}")
+            raise DatabaseError(f"private PostgreSQL cluster did not listen on {LOCAL_HOST}:{port}; see {log}")
         time.sleep(0.2)
