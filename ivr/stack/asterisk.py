@@ -88,8 +88,11 @@ class AsteriskInstance:
         if os.geteuid() != 0:
             raise StackError(f"building the Asterisk image at {self.root} needs root (mmdebstrap, chroot)")
         if not shutil.which("mmdebstrap"):
-            res = subprocess.run(["apt-get", "install", "-y", "mmdebstrap"], capture_output=True, text=True,
-                                 env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            res = subprocess.run(["apt-get", "install", "-y", "mmdebstrap"], capture_output=True, text=True, env=env)
+            if res.returncode != 0:  # stale package lists: refresh once and retry
+                subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env)
+                res = subprocess.run(["apt-get", "install", "-y", "mmdebstrap"], capture_output=True, text=True, env=env)
             if res.returncode != 0 or not shutil.which("mmdebstrap"):
                 raise StackError(f"could not install mmdebstrap with apt-get (rc={res.returncode}):\n"
                                  f"{res.stderr[-2000:]}")
@@ -346,7 +349,12 @@ def install_system(settings: Settings, etc_dir: Path = Path("/etc/asterisk"), ba
     if dry_run:
         return changes
     if backup and etc_dir.exists() and any(etc_dir.iterdir()):
-        dest = etc_dir.parent / f"asterisk.backup-{datetime.now():%Y%m%d-%H%M%S}"
+        stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+        dest = etc_dir.parent / f"{etc_dir.name}.backup-{stamp}"
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = etc_dir.parent / f"{etc_dir.name}.backup-{stamp}-{n}"
         shutil.copytree(etc_dir, dest, symlinks=True)
     etc_dir.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():

@@ -109,3 +109,13 @@ def test_cli_config_and_init(tmp_path, monkeypatch):
     assert secret not in res.output
     res = runner.invoke(stack_group, ["config", "--out", str(tmp_path / "o2"), "--instance", "../x"])
     assert res.exit_code != 0
+
+
+def test_install_system_twice_in_one_second_keeps_both_backups(tmp_path):
+    etc = tmp_path / "asterisk"
+    etc.mkdir()
+    (etc / "x.conf").write_text("x")
+    s = Settings(**SECRETS)
+    install_system(s, etc_dir=etc, moddir="/usr/lib/asterisk/modules")
+    install_system(s, etc_dir=etc, moddir="/usr/lib/asterisk/modules")
+    assert len(list(tmp_path.glob("asterisk.backup-*"))) == 2
