@@ -126,7 +126,8 @@ async def test_call_in_progress_while_the_websocket_drops_is_still_hung_up(
         controller, e2e_settings, asterisk, phone):
     caller = unique_mobile()
     call = asyncio.create_task(phone(caller).call(number(e2e_settings), hold_after=20))
-    wait_for_row(e2e_settings.database_url, "+" + caller, ended=False)
+    # Poll in a thread: the sipp call runs on this event loop meanwhile.
+    await asyncio.to_thread(wait_for_row, e2e_settings.database_url, "+" + caller, ended=False)
     await asyncio.sleep(0.5)
     asterisk.cli("ari shutdown websocket sessions")
     result = await call
