@@ -101,7 +101,7 @@ class Controller:
             self.journal.database_up = False
 
         try:
-            await self.ami.connect(timeout=5)
+            await self.ami.connect(timeout=3)
         except AmiAuthError as exc:
             raise FatalStartupError(str(exc) + " (IVR_AMI_USER / IVR_AMI_SECRET must match manager.conf)",
                                     EXIT_AUTH) from None
