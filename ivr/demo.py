@@ -25,12 +25,13 @@ class DemoCall:
     title: str
     caller_id: str
     dtmf: str = ""
+    dtmf_delay: float = 1.5
     hangup_after: float | None = None
     hold_after: float = 2.0
 
 
 DEMO_CALLS = (
-    DemoCall("Caller presses 1 during the greeting", "+79161234501", dtmf="1", hold_after=4.0),
+    DemoCall("Caller presses 1 during the greeting", "+79161234501", dtmf="1", dtmf_delay=0.5, hold_after=4.0),
     DemoCall("Caller presses nothing", "+79161234502", hold_after=12.0),
     DemoCall("Caller hangs up during the greeting", "+79161234503", hangup_after=0.8),
 )
@@ -66,7 +67,7 @@ async def _place_calls(settings: Settings, workdir: Path) -> list[tuple[DemoCall
         phone = SippCaller(settings.bind_host, settings.sip_port, caller_id=call.caller_id.lstrip("+"),
                            caller_name="Demo", workdir=workdir)
         started = time.time()
-        result = await phone.call(number, dtmf=call.dtmf, hangup_after=call.hangup_after,
+        result = await phone.call(number, dtmf=call.dtmf, dtmf_delay=call.dtmf_delay, hangup_after=call.hangup_after,
                                   hold_after=call.hold_after, timeout=40)
         results.append((call, result, started))
         await asyncio.sleep(1.0)  # let the controller finish the call record

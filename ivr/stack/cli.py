@@ -56,11 +56,16 @@ def init_cmd() -> None:
 
 @stack_group.command("up")
 @instance_option
-def up_cmd(instance: str | None) -> None:
-    """Init if needed, build the Asterisk image, find/create the database, configure and start."""
+@click.option("--no-controller", "with_controller", flag_value=False, default=True,
+              help="Start Asterisk and the database only, not ivr-controller.")
+def up_cmd(instance: str | None, with_controller: bool) -> None:
+    """Init if needed, build the Asterisk image, find/create and migrate the database, configure
+    and start Asterisk, then start ivr-controller in the background."""
+    from ivr.runner import ControllerProcess, stop_controller
     from ivr.stack.asterisk import AsteriskInstance, StackError
     from ivr.stack.postgres import DatabaseError, ensure_database
     from models.db import mask_url
+    from models.migrate import DatabaseUnavailable, upgrade
 
     if not _env_file().exists() and not os.environ.get("IVR_ARI_PASSWORD"):
         generate_env_file(_env_file())
@@ -78,9 +83,19 @@ def up_cmd(instance: str | None) -> None:
         else:
             asterisk.install_config()
         asterisk.start()
-    except (StackError, DatabaseError, ConfigError) as exc:
+        settings = settings.with_overrides(database_url=url)
+        upgrade(url)
+        click.echo("database schema: migrated to the latest revision")
+        if with_controller:
+            stop_controller(settings)  # restart so it picks up the current code and settings
+            controller = ControllerProcess(settings).start(detached=True)
+            controller.wait_healthy(timeout=40)
+    except (StackError, DatabaseError, ConfigError, DatabaseUnavailable, RuntimeError) as exc:
         raise _fail(exc) from None
     click.echo(f"Asterisk instance {asterisk.name!r} is up")
+    if with_controller:
+        click.echo(f"  controller: pid {controller.proc.pid}, health http://{settings.bind_host}:"
+                   f"{settings.health_port}/health, log {controller.log_path}")
     click.echo(f"  ARI:    {settings.ari_url}/ari (user {settings.ari_user}, app {settings.ari_app})")
     click.echo(f"  AMI:    {settings.bind_host}:{settings.ami_port} (user {settings.ami_user})")
     click.echo(f"  SIP:    udp {settings.bind_host}:{settings.sip_port} (carrier from {settings.carrier_match}, "
@@ -92,10 +107,14 @@ def up_cmd(instance: str | None) -> None:
 @stack_group.command("down")
 @instance_option
 def down_cmd(instance: str | None) -> None:
-    """Stop the Asterisk instance (the database is left running)."""
+    """Stop ivr-controller and the Asterisk instance (the database is left running)."""
+    from ivr.runner import stop_controller
     from ivr.stack.asterisk import AsteriskInstance, StackError
 
-    asterisk = AsteriskInstance(_settings(instance))
+    settings = _settings(instance)
+    if stop_controller(settings) is not None:
+        click.echo("controller stopped")
+    asterisk = AsteriskInstance(settings)
     was = asterisk.is_running()
     try:
         asterisk.stop()
