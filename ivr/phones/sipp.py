@@ -393,7 +393,7 @@ class SippCaller:
         sip_port = self.local_port or free_udp_port(self.local_ip)
         media_port = free_udp_port(self.local_ip, span=4)
         msg_log, err_log, out_log = calldir / "messages.log", calldir / "errors.log", calldir / "sipp.out"
-        overall = timeout + talk + 20
+        overall = timeout + talk + 8  # margin for CANCEL/487 or BYE/200 exchanges
         args = [
             SIPP, f"{self.target_host}:{self.target_port}", "-sf", str(scenario),
             "-s", number, "-m", "1", "-l", "1",
