@@ -38,19 +38,23 @@ def db() -> None:
     """Schema migrations (Alembic)."""
 
 
+def _migrate(direction: str, database_url: str | None, revision: str) -> None:
+    from models import migrate
+
+    url = _database_url(database_url)
+    try:
+        getattr(migrate, direction)(url, revision)
+    except migrate.DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"database {mask_url(url)} is at revision {revision}")
+
+
 @db.command("upgrade")
 @click.option("--database-url", envvar="DATABASE_URL", default=None, help="Postgres URL (default: discovered)")
 @click.argument("revision", default="head")
 def db_upgrade(database_url: str | None, revision: str) -> None:
     """Migrate the schema up to REVISION (default: head)."""
-    from models.migrate import DatabaseUnavailable, upgrade
-
-    url = _database_url(database_url)
-    try:
-        upgrade(url, revision)
-    except DatabaseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"database {mask_url(url)} is at revision {revision}")
+    _migrate("upgrade", database_url, revision)
 
 
 @db.command("downgrade")
@@ -58,14 +62,7 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(database_url: str | None, revision: str) -> None:
     """Migrate the schema down to REVISION (e.g. base)."""
-    from models.migrate import DatabaseUnavailable, downgrade
-
-    url = _database_url(database_url)
-    try:
-        downgrade(url, revision)
-    except DatabaseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"database {mask_url(url)} is at revision {revision}")
+    _migrate("downgrade", database_url, revision)
 
 
 # --- calls ----------------------------------------------------------------------------------
@@ -110,14 +107,17 @@ def format_call(row) -> str:
     )
 
 
-def _register_optional_groups() -> None:
-    from ivr.stack.cli import stack_group
-    main.add_command(stack_group, "stack")
+def _register_capability_commands() -> None:
+    # Imported here, not at the top: each capability owns its CLI module and pulls in its own
+    # dependencies; ivr/cli.py only mounts them.
     from ivr.demo import demo_command
+    from ivr.stack.cli import stack_group
+
+    main.add_command(stack_group, "stack")
     main.add_command(demo_command, "demo")
 
 
-_register_optional_groups()
+_register_capability_commands()
 
 if __name__ == "__main__":
     sys.exit(main())

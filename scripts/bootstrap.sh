@@ -13,6 +13,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 PACKAGES=(mmdebstrap sip-tester baresip sox iproute2 ca-certificates python3-venv python3-dev gcc procps psmisc)
+# PostgreSQL: when no server answers on 127.0.0.1:5432 and none is installed, install Debian's;
+# `ivr stack up` / the tests then use it or start a private cluster (ivr/stack/postgres.py).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    PACKAGES+=(postgresql)
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

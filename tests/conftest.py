@@ -11,44 +11,20 @@ from __future__ import annotations
 import os
 import secrets
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from ivr.config import Settings
 from ivr.runner import ControllerProcess, fetch_health, settings_env  # noqa: F401  (fixtures' helpers)
-from models.db import normalize_url
+from ivr.stack.postgres import create_database, drop_database  # noqa: F401  (tests import them)
 from models.migrate import upgrade
 
 TEST_DB = "ivr_test"
 
 
-def _admin_conninfo(url: str) -> str:
-    u = make_url(normalize_url(url))
-    return psycopg.conninfo.make_conninfo(
-        host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
-        password=u.password or None, dbname="postgres",
-    )
-
-
 def recreate_database(server_url: str, name: str) -> str:
-    with psycopg.connect(_admin_conninfo(server_url), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(name)))
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    return make_url(normalize_url(server_url)).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(_admin_conninfo(server_url), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {}").format(psycopg.sql.Identifier(name)))
+    """A fresh, empty database ``name`` on the server of ``server_url``; returns its URL."""
+    drop_database(server_url, name)
+    return create_database(server_url, name)
 
 
 @pytest.fixture(scope="session")

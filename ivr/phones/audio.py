@@ -187,14 +187,13 @@ class RtpTimeline:
         return write_pcap(path, self.packets)
 
 
-async def wav_to_ulaw(wav: Path, out_raw: Path, *, timeout: float = 20.0) -> bytes:
-    """Convert any audio file sox understands to raw 8 kHz mono u-law bytes."""
+async def _sox(args: list[str], source: Path, timeout: float) -> None:
+    """Run sox with ``args`` (after the binary); kill it on timeout or cancel."""
     sox = shutil.which("sox")
     if not sox:
         raise AudioError("sox is not installed")
     proc = await asyncio.create_subprocess_exec(
-        sox, str(wav), "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", str(out_raw),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sox, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -204,27 +203,20 @@ async def wav_to_ulaw(wav: Path, out_raw: Path, *, timeout: float = 20.0) -> byt
             await proc.wait()
         raise
     if proc.returncode != 0:
-        raise AudioError(f"sox failed on {wav}: {err.decode(errors='replace').strip()}")
+        raise AudioError(f"sox failed on {source}: {err.decode(errors='replace').strip()}")
+
+
+async def wav_to_ulaw(wav: Path, out_raw: Path, *, timeout: float = 20.0) -> bytes:
+    """Convert any audio file sox understands to raw 8 kHz mono u-law bytes."""
+    await _sox([str(wav), "-t", "raw", "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8", str(out_raw)], wav, timeout)
     return Path(out_raw).read_bytes()
 
 
 async def convert_wav(wav: Path, out_wav: Path, *, encoding: str = "signed-integer", bits: int = 16,
                       pad_front: float = 0.0, timeout: float = 20.0) -> Path:
     """sox ``wav`` -> 8 kHz mono WAV (16-bit PCM by default), optionally with leading silence."""
-    sox = shutil.which("sox")
-    if not sox:
-        raise AudioError("sox is not installed")
-    args = [sox, str(wav), "-r", "8000", "-c", "1", "-e", encoding, "-b", str(bits), str(out_wav)]
+    args = [str(wav), "-r", "8000", "-c", "1", "-e", encoding, "-b", str(bits), str(out_wav)]
     if pad_front > 0:
         args += ["pad", f"{pad_front:.3f}", "0"]
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    if proc.returncode != 0:
-        raise AudioError(f"sox failed on {wav}: {err.decode(errors='replace').strip()}")
+    await _sox(args, wav, timeout)
     return Path(out_wav)

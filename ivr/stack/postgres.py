@@ -115,7 +115,14 @@ def _run(cmd: list[str], what: str) -> None:
 def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA, port: int = LOCAL_PORT) -> None:
     bindir = _pg_bindir()
     if bindir is None:
-        _run(["apt-get", "install", "-y", "postgresql-15"], "installing PostgreSQL with apt-get")
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=apt_env)
+        res = subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], capture_output=True, text=True,
+                             env=apt_env)
+        if res.returncode != 0:
+            raise DatabaseError("installing PostgreSQL with apt-get failed:\n" + (res.stdout + res.stderr)[-2000:])
+        if _port_open(LOCAL_HOST, port):
+            return  # Debian's package created and started its own cluster: use that one
         bindir = _pg_bindir()
         if bindir is None:
             raise DatabaseError("PostgreSQL installed but no initdb found in /usr/lib/postgresql/*/bin")
@@ -130,8 +137,9 @@ def _start_private_cluster(settings: Settings, pgdata: Path = PGDATA, port: int 
     if pgdata.exists() and not (pgdata / "PG_VERSION").exists() and any(pgdata.iterdir()):
         raise DatabaseError(f"{pgdata} exists but is not a PostgreSQL cluster; move it away")
     if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(pgdata.parent)]).returncode != 0:
-        raise DatabaseError(f"user postgres cannot reach {pgdata.parent} (directory permissions); "
-                            f"make its parents world-executable or set DATABASE_URL")
+        # The checkout sits where user postgres may not enter (e.g. under /root): keep the
+        # cluster in a system folder instead of loosening the checkout's permissions.
+        pgdata = Path("/var/lib/ivr-pgdata")
     if not (pgdata / "PG_VERSION").exists():
         pgdata.mkdir(mode=0o700, exist_ok=True)
         os.chown(pgdata, pw.pw_uid, pw.pw_gid)
