@@ -135,3 +135,26 @@ async def test_call_in_progress_while_the_websocket_drops_is_still_hung_up(
     assert result.talk_time < 15
     row = wait_for_row(e2e_settings.database_url, "+" + caller)
     assert (row.result, row.hangup_by) == ("no_input", "ivr")
+
+
+async def test_tcp_reset_of_the_event_stream_mid_call(controller, e2e_settings, phone):
+    """A hard reset (no close handshake), as a crashed proxy or a NAT timeout would cause."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) not installed")
+    before = (await fetch_health(e2e_settings))["ari"]["connections"]
+    caller = unique_mobile()
+    call = asyncio.create_task(phone(caller).call(number(e2e_settings), dtmf="5", dtmf_delay=3.0, hold_after=6))
+    await asyncio.to_thread(wait_for_row, e2e_settings.database_url, "+" + caller, ended=False)
+    reset = subprocess.run(["ss", "-K", "dst", e2e_settings.bind_host, "dport", "=", str(e2e_settings.http_port)],
+                           capture_output=True, text=True)
+    assert reset.returncode == 0, reset.stderr
+    result = await call
+    assert result.answered and result.hung_up_by_remote
+    row = await asyncio.to_thread(wait_for_row, e2e_settings.database_url, "+" + caller)
+    # The key was pressed after the reset: it arrived on the new websocket (or, if it fell in
+    # the gap, the call timed out) - either way the call was closed properly by the IVR.
+    assert row.hangup_by == "ivr" and row.result in ("digit", "no_input")
+    assert (await fetch_health(e2e_settings))["ari"]["connections"] > before
