@@ -411,7 +411,7 @@ class SippCaller:
         except asyncio.TimeoutError:
             await _terminate(proc)
             raise PhoneError(f"sipp call to {number} did not finish within {overall + 5:.0f}s",
-                             log_tail=tail(err_log) or tail(out_log))
+                             log_tail=tail(err_log) or tail(out_log)) from None
         finally:
             if proc.returncode is None:
                 await _terminate(proc)

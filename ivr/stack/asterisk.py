@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ivr.config import ConfigError, Settings
-from ivr.stack.render import Directories, find_moddir, render_config, render_texts
+from ivr.stack.render import Directories, find_moddir, render_texts
 
 DEBIAN_SUITE = "forky"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"

@@ -13,9 +13,6 @@ import pytest
 from ivr.ami import AmiAdapter, AmiAuthError
 from ivr.config import PROJECT_ROOT
 from ivr.runner import ControllerProcess, fetch_health, settings_env
-from models.migrate import upgrade
-from tests.conftest import drop_database, recreate_database, unique_mobile
-from tests.e2e.test_inbound_greeting import number, wait_for_row
 
 pytestmark = pytest.mark.e2e
 
