@@ -10,9 +10,13 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from decimal import Decimal
+
 from sqlalchemy import (
-    BigInteger, CheckConstraint, DateTime, Enum, ForeignKey, Index, Integer, MetaData, String, Text, func,
+    BigInteger, Boolean, CheckConstraint, DateTime, Enum, Float, ForeignKey, Index, Integer, MetaData, Numeric,
+    String, Text, func, text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -35,13 +39,32 @@ class CallDirection(str, enum.Enum):
 
 
 class Department(Base):
+    """A floor of operators. Its routing settings (strategy, hours, ...) come from the routing
+    rules file (routing/rules.yaml) on ``ivr routing apply``; the columns mirror it so reports and
+    the controller can read them without parsing YAML."""
+
     __tablename__ = "departments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(40), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(20), server_default="longest_idle")
+    ring_timeout: Mapped[int] = mapped_column(Integer, server_default="15")
+    wrapup_seconds: Mapped[int] = mapped_column(Integer, server_default="10")
+    timezone: Mapped[str] = mapped_column(String(64), server_default="Europe/Moscow")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     operators: Mapped[list["Operator"]] = relationship(back_populates="department")
+
+    __table_args__ = (CheckConstraint("code ~ '^[a-z][a-z0-9_]{0,39}$'", name="code_format"),)
+
+
+class OperatorStatus(str, enum.Enum):
+    """What the operator chose (persisted). Ringing / on a call / wrap-up are live states the
+    controller tracks from Asterisk, not stored here."""
+
+    logged_out = "logged_out"
+    available = "available"
+    paused = "paused"
 
 
 class Operator(Base):
@@ -50,6 +73,14 @@ class Operator(Base):
     name: Mapped[str] = mapped_column(String(200))
     extension: Mapped[str] = mapped_column(String(20), unique=True)
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id", ondelete="SET NULL"))
+    # SIP password of the operator's phone (generated; never a default). NULL: no endpoint yet.
+    sip_secret: Mapped[str | None] = mapped_column(String(64))
+    # Static contact (sip:host:port) for phones that do not register (test phones, gateways).
+    sip_contact: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[OperatorStatus] = mapped_column(
+        Enum(OperatorStatus, name="operator_status"), server_default=OperatorStatus.available.value)
+    pause_reason: Mapped[str | None] = mapped_column(String(200))
+    status_since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     department: Mapped[Department | None] = relationship(back_populates="operators")
@@ -57,14 +88,85 @@ class Operator(Base):
     __table_args__ = (CheckConstraint("extension ~ '^[0-9]{2,8}$'", name="extension_digits"),)
 
 
+class OperatorEvent(Base):
+    """Every change of an operator's state, with time and cause (auto-pause, feature code, CLI,
+    web). Pause reasons are kept here for good, not only the current one."""
+
+    __tablename__ = "operator_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # login / logout / pause / rejoin / ring_no_answer / ...
+    event: Mapped[str] = mapped_column(String(30))
+    status: Mapped[OperatorStatus | None] = mapped_column(Enum(OperatorStatus, name="operator_status"))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    # auto / feature_code / cli / web / import
+    cause: Mapped[str | None] = mapped_column(String(30))
+    call_uid: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_operator_events_operator_at", "operator_id", "at"),)
+
+
 class Client(Base):
     __tablename__ = "clients"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The accounting system's id: re-importing its export updates the same row.
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     full_name: Mapped[str] = mapped_column(String(300))
+    # How the robot and operators address him: "Пётр Николаевич".
+    address_name: Mapped[str | None] = mapped_column(String(200))
     company: Mapped[str | None] = mapped_column(String(300))
+    # retail / small_wholesale / wholesale / large_wholesale (NULL: not known yet).
+    segment: Mapped[str | None] = mapped_column(String(30))
+    # potential (no deal yet) / client / lost ...
+    stage: Mapped[str] = mapped_column(String(30), server_default="potential")
+    deals_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    assigned_operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id", ondelete="SET NULL"))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # call / sms: how he wants to be notified by the robot.
+    notify_channel: Mapped[str] = mapped_column(String(10), server_default="call")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     phones: Mapped[list["ClientPhone"]] = relationship(back_populates="client", cascade="all, delete-orphan")
+    assigned_operator: Mapped[Operator | None] = relationship(foreign_keys=[assigned_operator_id])
+    department: Mapped[Department | None] = relationship(foreign_keys=[department_id])
+
+    __table_args__ = (
+        CheckConstraint("segment IS NULL OR segment IN ('retail', 'small_wholesale', 'wholesale', 'large_wholesale')",
+                        name="segment_known"),
+        CheckConstraint("notify_channel IN ('call', 'sms')", name="notify_channel_known"),
+        CheckConstraint("deals_count >= 0", name="deals_count_positive"),
+    )
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+
+
+class Contact(Base):
+    """The contact history of a client: calls both ways (inbound answered by an operator,
+    outbound placed by a manager or the robot), imported or recorded by the controller.
+    The active-sales rule reads the latest outbound contact by an active-sales manager."""
+
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    direction: Mapped[CallDirection] = mapped_column(Enum(CallDirection, name="call_direction"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    call_uid: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str | None] = mapped_column(String(40))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_contacts_client_at", "client_id", "at"),)
 
 
 class ClientPhone(Base):
@@ -102,5 +204,106 @@ class Call(Base):
     hangup_by: Mapped[str | None] = mapped_column(String(20))
     flow: Mapped[str | None] = mapped_column(String(40))
     notes: Mapped[str | None] = mapped_column(Text)
+    # Routing decision (inbound): the rule that fired, the department, the topic chosen in the
+    # menu, who answered, and whether the decision was made without the database (degraded).
+    rule: Mapped[str | None] = mapped_column(String(80))
+    department_code: Mapped[str | None] = mapped_column(String(40))
+    topic: Mapped[str | None] = mapped_column(String(40))
+    answered_by_operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+    degraded: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
     __table_args__ = (Index("ix_calls_started_at", "started_at"),)
+
+
+class CallAttempt(Base):
+    """One ring of one operator for one call: the decision trail and the workload statistics
+    (calls and talk time today, last offer) come from these rows."""
+
+    __tablename__ = "call_attempts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_uid: Mapped[str] = mapped_column(String(64), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    extension: Mapped[str] = mapped_column(String(20))
+    # assigned / active_sales / department / fallback / summon
+    step: Mapped[str] = mapped_column(String(20))
+    department_code: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # answered / no_answer / busy / rejected / failed / caller_hung_up / cancelled
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_call_attempts_operator_started", "operator_id", "started_at"),)
+
+
+class Violation(Base):
+    """A breach of the reaction standard: the manager did not react within ``standard_seconds``."""
+
+    __tablename__ = "violations"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    call_uid: Mapped[str | None] = mapped_column(String(64))
+    # reaction (assigned manager did not pick up) / summon (did not come to the sales floor)
+    kind: Mapped[str] = mapped_column(String(20))
+    standard_seconds: Mapped[float] = mapped_column(Float)
+    delay_seconds: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_violations_at", "at"),)
+
+
+class CallbackRequest(Base):
+    """A caller to be called back (after hours, everyone busy, escalation exhausted).
+    At most one open request per number: a second call updates it instead of duplicating."""
+
+    __tablename__ = "callback_requests"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    e164: Mapped[str | None] = mapped_column(String(16))
+    raw_number: Mapped[str | None] = mapped_column(String(80))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="SET NULL"))
+    call_uid: Mapped[str | None] = mapped_column(String(64))
+    department_code: Mapped[str | None] = mapped_column(String(40))
+    # after_hours / all_busy / escalation_exhausted
+    reason: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(20), server_default="open")
+    requests: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("uq_callback_requests_open_e164", "e164", unique=True,
+              postgresql_where=text("status = 'open' AND e164 IS NOT NULL")),
+    )
+
+
+class Summon(Base):
+    """A retail consultant summoned a current-sales manager to the sales floor."""
+
+    __tablename__ = "summons"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    call_uid: Mapped[str] = mapped_column(String(64))
+    consultant_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # pending / confirmed / missed / no_manager / declined
+    outcome: Mapped[str] = mapped_column(String(20), server_default="pending")
+
+
+class RulesetVersion(Base):
+    """Every applied routing rules file, kept whole; the newest active one is in force."""
+
+    __tablename__ = "ruleset_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    parsed: Mapped[dict] = mapped_column(JSONB)
+    applied_by: Mapped[str | None] = mapped_column(String(80))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    active: Mapped[bool] = mapped_column(Boolean, server_default="true")

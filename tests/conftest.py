@@ -18,7 +18,10 @@ from ivr.runner import ControllerProcess, fetch_health, settings_env  # noqa: F4
 from ivr.stack.postgres import create_database, drop_database  # noqa: F401  (tests import them)
 from models.migrate import upgrade
 
-TEST_DB = "ivr_test"
+# Parallel work trees (or helpers) on one machine set these so their runs do not collide:
+# IVR_TEST_DB names the test database, IVR_TEST_PORT_OFFSET shifts every e2e port.
+TEST_DB = os.environ.get("IVR_TEST_DB", "ivr_test")
+PORT_OFFSET = int(os.environ.get("IVR_TEST_PORT_OFFSET", "0"))
 
 
 def recreate_database(server_url: str, name: str) -> str:
@@ -44,8 +47,9 @@ def database_url(pg_server_url: str) -> str:
 
 # --- end-to-end: Asterisk + controller ---------------------------------------------------------
 
-E2E_PORTS = dict(sip_port=15060, http_port=18088, ami_port=15038, agi_port=14573, health_port=18090,
-                 carrier_port=15090, rtp_start=31000, rtp_end=31999)
+E2E_PORTS = {name: port + PORT_OFFSET for name, port in dict(
+    sip_port=15060, http_port=18088, ami_port=15038, agi_port=14573, health_port=18090,
+    carrier_port=15090, rtp_start=31000, rtp_end=31999).items()}
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +59,7 @@ def e2e_settings(tmp_path_factory, database_url: str) -> Settings:
         database_url=database_url,
         ari_password=secrets.token_urlsafe(18),
         ami_secret=secrets.token_urlsafe(18),
-        asterisk_instance="pytest",
+        asterisk_instance=f"pytest{PORT_OFFSET or ''}",
         state_dir=state,
         digit_timeout=3.0,
         **E2E_PORTS,
