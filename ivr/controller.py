@@ -26,6 +26,8 @@ from ivr.calls.journal import CallJournal
 from ivr.calls.plugin import CallsPlugin
 from ivr.config import ConfigError, Settings, load_settings
 from ivr.health import HealthServer
+from ivr.inbound.plugin import InboundPlugin
+from ivr.inbound.store import InboundStore
 from ivr.logs import setup_logging
 from models.db import DEFAULT_LOCAL_URL, make_async_engine, mask_url, normalize_url
 
@@ -48,7 +50,8 @@ class Controller:
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.engine = make_async_engine(self.database_url)
         self.journal = CallJournal(self.engine, settings.state_dir / "spool" / f"calls-{settings.ari_app}.jsonl")
-        self.calls = CallsPlugin(settings, self.ari, self.journal)
+        self.inbound = InboundPlugin(settings, self.ari, self.journal, InboundStore(self.engine))
+        self.calls = CallsPlugin(settings, self.ari, self.journal, self.inbound)
         self.dispatcher = CallDispatcher(settings.ari_app, self.calls.start_flow)
         self.stream = AriEventStream(self.ari, settings.ari_app, self.dispatcher)
         self.ami = AmiAdapter(settings.bind_host, settings.ami_port, settings.ami_user, settings.ami_secret)
@@ -68,6 +71,9 @@ class Controller:
             "database": {"url": mask_url(self.database_url), "ok": db_ok, "spool_pending": self.journal.spool_pending,
                          "written": self.journal.written, "spooled": self.journal.spooled},
             "calls": {"active": self.dispatcher.active_calls},
+            "inbound": {"ruleset_version": self.inbound._ruleset_version,
+                        "operators_live": {ext: {"ringing": bool(st.ringing_for), "talking": bool(st.talking_in)}
+                                           for ext, st in self.inbound.board.live.items()}},
         }
         report["ok"] = bool(report["ari"]["connected"] and report["ami"]["ping"] and self.agi.listening and db_ok)
         return report
@@ -110,6 +116,7 @@ class Controller:
 
         await self.agi.start()
         await self.health.start()
+        await self.inbound.resume_summons()
         self._tasks = [
             asyncio.create_task(self.stream.run(), name="ari-stream"),
             asyncio.create_task(self.journal.run(), name="call-journal"),
@@ -140,6 +147,7 @@ class Controller:
         log.info("event=controller_stopping active_calls=%d", self.dispatcher.active_calls)
         await self.stream.stop()
         await self.dispatcher.shutdown(timeout=5)
+        await self.inbound.close()
         if not await self.journal.flush(timeout=10):
             log.error("event=journal_flush_timeout spool=%s", self.journal.spool_path)
         for task in self._tasks:

@@ -31,6 +31,10 @@ RESULT_NO_INPUT = "no_input"  # nothing pressed before the timeout
 RESULT_INVALID_INPUT = "invalid_input"  # only keys that mean nothing here (e.g. * #)
 RESULT_CALLER_HANGUP = "caller_hangup"  # the caller hung up before choosing
 RESULT_FAILED = "failed"  # Asterisk refused an operation; see notes
+RESULT_ANSWERED = "answered"  # an operator took the call
+RESULT_AFTER_HOURS = "after_hours"  # department closed: message + callback request
+RESULT_CALLBACK = "callback_requested"  # nobody answered in time: callback request
+RESULT_TRANSFERRED = "transferred"  # the operator transferred the caller elsewhere
 
 
 @dataclass
@@ -51,6 +55,15 @@ class CallRecord:
     hangup_by: str | None = None
     flow: str | None = None
     notes: str | None = None
+    # Inbound routing (see ivr/inbound): the decision and its outcome.
+    client_id: int | None = None
+    rule: str | None = None
+    department_code: str | None = None
+    topic: str | None = None
+    answered_by_operator_id: int | None = None
+    wait_seconds: float | None = None
+    talk_seconds: float | None = None
+    degraded: bool = False
 
     @classmethod
     def inbound(cls, call_uid: str, *, caller_number: str, caller_name: str, to_number: str,

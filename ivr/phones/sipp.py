@@ -317,8 +317,11 @@ class SippCaller:
     def __init__(self, target_host: str, target_port: int, *, local_ip: str = "127.0.0.1",
                  caller_id: str | None = "79161234567", caller_name: str | None = None,
                  workdir: Path | str | None = None, local_port: int | None = None,
-                 from_header: str | None = None, debug: bool = False):
+                 from_header: str | None = None, debug: bool = False,
+                 auth: tuple[str, str] | None = None):
         self.target_host = target_host
+        # (user, password) for a phone that must authenticate (an operator's extension).
+        self.auth = auth
         self.target_port = int(target_port)
         self.local_ip = local_ip
         self.caller_id = caller_id
@@ -360,9 +363,14 @@ class SippCaller:
         return tl.write(calldir / "media.pcap"), tl.duration
 
     def render(self, *, answer_timeout: float, talk: float, pcap: Path | None) -> str:
+        first_branch = f"z9hG4bK-ivr{secrets.token_hex(6)}"
         return render_scenario(
             "uac.xml",
-            invite_branch=f"z9hG4bK-ivr{secrets.token_hex(6)}",
+            auth=self.auth is not None,
+            first_branch=first_branch,
+            # With auth, the INVITE that can be answered (and cancelled) is the second one.
+            invite_branch=f"z9hG4bK-ivr{secrets.token_hex(6)}" if self.auth else first_branch,
+            cseq=2 if self.auth else 1,
             answer_timeout_ms=_ms(answer_timeout),
             talk_ms=_ms(talk),
             pcap=str(pcap) if pcap else "",
@@ -403,6 +411,8 @@ class SippCaller:
             "-trace_msg", "-message_file", str(msg_log),
             "-trace_err", "-error_file", str(err_log),
         ]
+        if self.auth is not None:
+            args += ["-au", check_header_safe(self.auth[0], "auth user"), "-ap", self.auth[1]]
         if self.debug:
             args += ["-trace_logs", "-log_file", str(calldir / "actions.log")]
         proc = await _spawn(args, cwd=calldir, stdout_path=out_log)
@@ -433,7 +443,9 @@ class SippCaller:
         invite = next((m for m in msgs if m.direction == "sent" and m.method == "INVITE"), None)
         finals = [m for m in msgs if m.direction == "received" and m.cseq_method == "INVITE"
                   and m.status is not None and m.status >= 200]
-        final = finals[0] if finals else None
+        # A digest challenge (401/407) is followed by a second INVITE: its answer is the final one.
+        challenged = [m for m in finals if m.status in (401, 407)]
+        final = next((m for m in finals if m.status not in (401, 407)), challenged[0] if challenged else None)
         answered = final is not None and 200 <= final.status < 300
         remote_bye = next((m for m in msgs if m.direction == "received" and m.method == "BYE"), None)
         local_bye = next((m for m in msgs if m.direction == "sent" and m.method == "BYE"), None)

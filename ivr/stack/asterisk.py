@@ -23,9 +23,10 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 from ivr.config import ConfigError, Settings
-from ivr.stack.render import Directories, find_moddir, render_texts
+from ivr.stack.render import Directories, OperatorEndpoint, find_moddir, render_texts
 
 DEBIAN_SUITE = "forky"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -132,12 +133,12 @@ class AsteriskInstance:
 
     # --- config ------------------------------------------------------------------------------
 
-    def install_config(self) -> list[Path]:
+    def install_config(self, operators: Sequence[OperatorEndpoint] = ()) -> list[Path]:
         """Render the config into the instance's etc dir (stale files removed first)."""
         if not self.image_ready():
             raise StackError(f"no Asterisk image at {self.root}: call ensure_image() / run `ivr stack up`")
         directories = Directories.instance(self.name, self.moddir)
-        texts = render_texts(self.settings, directories)  # validate before touching anything
+        texts = render_texts(self.settings, directories, operators)  # validate before touching anything
         for sub in INSTANCE_SUBDIRS:
             (self.host_dir / sub).mkdir(parents=True, exist_ok=True)
         self.host_dir.chmod(0o700)

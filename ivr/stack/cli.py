@@ -78,14 +78,16 @@ def up_cmd(instance: str | None, with_controller: bool) -> None:
         asterisk.ensure_image()
         url = ensure_database(settings)
         click.echo(f"database: {mask_url(url)}")
+        upgrade(url)
+        click.echo("database schema: migrated to the latest revision")
         if asterisk.is_running():
             click.echo(f"instance {asterisk.name!r} already running; checking it")
         else:
-            asterisk.install_config()
+            from ivr.stack.operators import load_operator_endpoints
+
+            asterisk.install_config(load_operator_endpoints(url))
         asterisk.start()
         settings = settings.with_overrides(database_url=url)
-        upgrade(url)
-        click.echo("database schema: migrated to the latest revision")
         if with_controller:
             stop_controller(settings)  # restart so it picks up the current code and settings
             controller = ControllerProcess(settings).start(detached=True)
@@ -102,6 +104,24 @@ def up_cmd(instance: str | None, with_controller: bool) -> None:
                f"outbound to {settings.carrier_host}:{settings.carrier_port})")
     click.echo(f"  public number: {settings.public_number}")
     click.echo(f"  log:    {asterisk.log_file}")
+
+
+@stack_group.command("sync-operators")
+@instance_option
+def sync_operators_cmd(instance: str | None) -> None:
+    """Write the operators' phones (PJSIP endpoints, extensions) from the database into the
+    instance's config and reload PJSIP and the dialplan (calls in progress are kept)."""
+    from ivr.stack.asterisk import StackError
+    from ivr.stack.operators import sync_operators
+    from ivr.stack.postgres import DatabaseError, ensure_database
+
+    settings = _settings(instance)
+    try:
+        settings.require_secrets()
+        count = sync_operators(settings, ensure_database(settings))
+    except (StackError, DatabaseError, ConfigError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"{count} operator phone(s) written and reloaded")
 
 
 @stack_group.command("down")

@@ -208,10 +208,48 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_texts(settings: Settings, directories: Directories) -> dict[str, str]:
+@dataclass(frozen=True)
+class OperatorEndpoint:
+    """An operator's phone as written into pjsip.conf / extensions.conf (validated)."""
+
+    extension: str
+    name: str
+    secret: str
+    contact: str | None = None   # sip:host:port for phones that do not register
+
+
+_EXTENSION_RE = re.compile(r"[0-9]{2,8}")
+# Caller-ID names shown on phones: letters (any script), digits, spaces, . _ -
+_DISPLAY_NAME_RE = re.compile(r"[^\W][\w .\-]{0,59}")
+_CONTACT_RE = re.compile(r"sip:([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})")
+
+
+def validate_operator(op: OperatorEndpoint) -> OperatorEndpoint:
+    what = f"operator {op.extension!r}"
+    _match(f"{what} extension", op.extension, _EXTENSION_RE, "extension (2-8 digits)")
+    _match(f"{what} name", op.name, _DISPLAY_NAME_RE, "display name (letters, digits, spaces, . _ -; max 60)")
+    _secret(f"{what} SIP secret", op.secret)
+    if op.contact is not None:
+        m = _CONTACT_RE.fullmatch(op.contact)
+        if not m:
+            raise ConfigError(f"{what} contact {op.contact!r} is not sip:HOST:PORT")
+        _host(f"{what} contact host", m.group(1).strip("[]"))
+        _port(f"{what} contact port", int(m.group(2)))
+    return op
+
+
+def render_texts(settings: Settings, directories: Directories,
+                 operators: tuple[OperatorEndpoint, ...] | list[OperatorEndpoint] = ()) -> dict[str, str]:
     """File name -> rendered text, for all of CONF_FILES."""
     ctx = validate(settings)
     ctx["dirs"] = directories
+    seen: set[str] = set()
+    for op in operators:
+        validate_operator(op)
+        if op.extension in seen:
+            raise ConfigError(f"operator extension {op.extension} appears twice")
+        seen.add(op.extension)
+    ctx["operators"] = sorted(operators, key=lambda op: op.extension)
     env = _environment()
     out: dict[str, str] = {}
     for name in CONF_FILES:
