@@ -66,9 +66,24 @@ def db_downgrade(database_url: str | None, revision: str) -> None:
 
 
 # --- calls ----------------------------------------------------------------------------------
-@main.group()
-def calls() -> None:
-    """The call journal."""
+@main.group(invoke_without_command=True)
+@click.option("--today", is_flag=True, help="Today's inbound calls as a table (the default).")
+@click.option("--since", default=None, metavar="DATE", help="Inbound calls since DATE (YYYY-MM-DD or ISO).")
+@click.option("--until", default=None, metavar="DATE", help="Up to DATE, not including.")
+@click.option("--database-url", envvar="DATABASE_URL", default=None)
+@click.pass_context
+def calls(ctx: click.Context, today: bool, since: str | None, until: str | None, database_url: str | None) -> None:
+    """The call journal: `ivr calls [--today | --since DATE]` prints inbound calls with the
+    operators tried; `ivr calls list` the latest calls of every kind."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ivr.operators.cli import parse_when
+    from ivr.reports.cli import print_inbound_calls
+
+    if today and since:
+        raise click.UsageError("use --today or --since, not both")
+    print_inbound_calls(database_url, parse_when(since, option="--since") if since else None,
+                        parse_when(until, option="--until") if until else None)
 
 
 @calls.command("list")
@@ -111,10 +126,16 @@ def _register_capability_commands() -> None:
     # Imported here, not at the top: each capability owns its CLI module and pulls in its own
     # dependencies; ivr/cli.py only mounts them.
     from ivr.demo import demo_command
+    from ivr.operators.cli import operator_group
+    from ivr.reports.cli import report_group
     from ivr.stack.cli import stack_group
+    from routing.cli import routing_group
 
     main.add_command(stack_group, "stack")
+    main.add_command(routing_group, "routing")
     main.add_command(demo_command, "demo")
+    main.add_command(operator_group, "operator")
+    main.add_command(report_group, "report")
 
 
 _register_capability_commands()

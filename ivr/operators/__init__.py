@@ -1,0 +1,1 @@
+"""Operators capability: the ``ivr operator`` commands over models.operators (state, history)."""

@@ -1,0 +1,1 @@
+"""Reports capability: the ``ivr report`` commands and the inbound call table (models.reports)."""
