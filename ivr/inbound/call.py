@@ -351,6 +351,8 @@ class InboundCall:
                                           reaction_standard=step.reaction_standard and outcome != "caller_hung_up")
             log.info("event=operator_ring_result operator=%s outcome=%s cause=%s rang=%.1fs", ext, outcome, cause,
                      rang)
+        if outcome != "answered":
+            return False
         await self._connected(view, leg_id, attempt_id, dept)
         return True
 

@@ -73,9 +73,9 @@ class InboundPlugin:
         except StoreUnavailable as exc:
             log.warning("event=ruleset_unavailable reason=%s", kv(str(exc)))
         if self._ruleset is None:
-            from routing.loader import load_ruleset_file
+            from routing.loader import load
 
-            self._ruleset = load_ruleset_file(self.rules_file)
+            self._ruleset, _ = load(self.rules_file)
             log.info("event=ruleset_from_file path=%s", self.rules_file)
         return self._ruleset
 
