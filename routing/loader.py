@@ -257,7 +257,7 @@ class _Parser:
                 for k, _, n in self.mapping(v, path, ("department", "confirm_minutes")) or []:
                     summon_department_written = summon_department_written or k == "department"
                     sub[k] = self.department_ref(n, f"{path}.{k}") if k == "department" \
-                        else self.integer(n, f"{path}.{k}", 1, 120)
+                        else self.number(n, f"{path}.{k}", 0.05, 120)  # fractions: tests, drills
                 values[key] = SummonSettings(**{k: x for k, x in sub.items() if x is not None})
         settings = RoutingSettings(**{k: v for k, v in values.items() if v is not None})
         # Defaults that were not written still have to name real departments.

@@ -66,7 +66,7 @@ class AutopauseSettings:
 @dataclass(frozen=True)
 class SummonSettings:
     department: str = "current_sales"   # whose managers a retail consultant summons
-    confirm_minutes: int = 4            # the manager must confirm arrival within this
+    confirm_minutes: float = 4          # the manager must confirm arrival within this
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""Summon a manager to the sales floor, after-hours calls, everyone busy: end to end.
+
+Its own module (own floor, own controller) so the pauses and rule changes here do not disturb
+the routing tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ivr.phones.sipp import SippCaller
+from tests.conftest import unique_mobile
+from tests.e2e.floor import RULES, _apply_rules, call, call_row, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+SUMMON_CONFIRM_SECONDS = 0.15 * 60  # RULES: summon.confirm_minutes
+
+
+def operator_phone(floor, settings, tmp_path, extension: str) -> SippCaller:
+    secret = floor.sql("SELECT sip_secret FROM operators WHERE extension = :e", e=extension)[0].sip_secret
+    return SippCaller(settings.bind_host, settings.sip_port, caller_id=extension, workdir=tmp_path,
+                      auth=(extension, secret))
+
+
+def latest_summon(floor):
+    rows = floor.sql("SELECT s.id, s.outcome, m.extension AS manager, c.extension AS consultant, s.confirmed_at, "
+                     "s.deadline_at FROM summons s LEFT JOIN operators m ON m.id = s.manager_id "
+                     "LEFT JOIN operators c ON c.id = s.consultant_id ORDER BY s.id DESC LIMIT 1")
+    return rows[0] if rows else None
+
+
+async def test_summon_confirmed_in_time(routed, e2e_settings, tmp_path):
+    floor = routed
+    floor.set_available("101", "102", "103")
+    before = {ext: floor.phones[ext].invites for ext in ("101", "102", "103")}
+    consultant = operator_phone(floor, e2e_settings, tmp_path, "402")
+    result = await consultant.call("*77", hold_after=8, timeout=5)
+    assert result.answered
+    summon = await wait_for(lambda: (s := latest_summon(floor)) and s.manager and s, what="summon with manager")
+    assert summon.consultant == "402" and summon.outcome == "pending" and summon.manager in before
+    assert floor.phones[summon.manager].invites == before[summon.manager] + 1  # the manager's phone rang
+    # He comes and confirms with *78 from his phone.
+    confirm = await operator_phone(floor, e2e_settings, tmp_path, summon.manager).call("*78", hold_after=3, timeout=5)
+    assert confirm.answered
+    done = await wait_for(lambda: (s := latest_summon(floor)) and s.outcome == "confirmed" and s, what="confirmed")
+    assert done.confirmed_at is not None
+    await asyncio.sleep(SUMMON_CONFIRM_SECONDS - 3)
+    assert latest_summon(floor).outcome == "confirmed"
+    assert not floor.sql("SELECT 1 FROM violations WHERE kind = 'summon'")
+
+
+async def test_summon_not_confirmed_is_a_violation_and_the_consultant_is_told(routed, e2e_settings, tmp_path):
+    floor = routed
+    consultant_phone = floor.phones["402"]
+    invites_before = consultant_phone.invites
+    result = await operator_phone(floor, e2e_settings, tmp_path, "402").call("*77", hold_after=8, timeout=5)
+    assert result.answered
+    summon = await wait_for(lambda: (s := latest_summon(floor)) and s.manager and s, what="summon with manager")
+    missed = await wait_for(lambda: (s := latest_summon(floor)) and s.outcome == "missed" and s,
+                            timeout=SUMMON_CONFIRM_SECONDS + 10, what="summon missed")
+    violation = floor.sql("SELECT o.extension, v.standard_seconds FROM violations v JOIN operators o "
+                          "ON o.id = v.operator_id WHERE v.kind = 'summon'")
+    assert violation and violation[0].extension == summon.manager == missed.manager
+    assert violation[0].standard_seconds == pytest.approx(SUMMON_CONFIRM_SECONDS)
+    # The consultant's phone is called back: «извините, номер не отвечает».
+    await consultant_phone.wait_for_calls(invites_before + 1, timeout=10)
+    notice = consultant_phone.calls[-1]
+    assert notice.answered
+
+
+async def test_summon_with_no_manager_free_is_told_at_once(routed, e2e_settings, tmp_path):
+    floor = routed
+    floor.sql("UPDATE operators SET status = 'paused', pause_reason = 'обед' "
+              "WHERE extension IN ('101', '102', '103')")
+    try:
+        result = await operator_phone(floor, e2e_settings, tmp_path, "402").call("*77", hold_after=20, timeout=5)
+        assert result.answered and result.hung_up_by_remote
+        summon = await wait_for(lambda: (s := latest_summon(floor)) and s.outcome == "no_manager" and s,
+                                what="no_manager")
+        assert summon.manager is None
+    finally:
+        floor.set_available("101", "102", "103")
+
+
+async def test_after_hours_call_gets_message_and_callback_request(routed, e2e_settings, database_url, tmp_path):
+    floor = routed
+    today = datetime.now(ZoneInfo("Europe/Moscow")).date().isoformat()
+    closed = RULES.replace('retail: {name: "Розничный зал", ', f'retail: {{name: "Розничный зал", closed_dates: [{today}], ')
+    assert closed != RULES
+    await asyncio.to_thread(_apply_rules, database_url, closed)
+    try:
+        await asyncio.sleep(1.5)  # the controller re-reads the active version at most once a second
+        phone = floor.add_client(full_name="Вечерний Покупатель", segment="retail")
+        before = floor.phones["401"].invites + floor.phones["402"].invites
+        result = await call(e2e_settings, tmp_path, phone, hold_after=15)
+        assert result.answered and result.hung_up_by_remote  # message, then the IVR hangs up
+        row = await wait_for(lambda: call_row(floor, phone), what="call row")
+        assert row.result == "after_hours" and row.department_code == "retail"
+        assert floor.phones["401"].invites + floor.phones["402"].invites == before  # nobody rang
+        request = floor.sql("SELECT reason, requests FROM callback_requests WHERE e164 = :p", p="+" + phone)
+        assert request and request[0].reason == "after_hours"
+        # Calling again does not duplicate the request.
+        await call(e2e_settings, tmp_path, phone, hold_after=15)
+        await wait_for(lambda: floor.sql("SELECT 1 FROM callback_requests WHERE e164 = :p AND requests = 2",
+                                         p="+" + phone), what="second request counted")
+        assert len(floor.sql("SELECT 1 FROM callback_requests WHERE e164 = :p", p="+" + phone)) == 1
+    finally:
+        await asyncio.to_thread(_apply_rules, database_url, RULES)
+        await asyncio.sleep(1.5)
+
+
+async def test_everyone_paused_gives_message_then_callback_request(routed, e2e_settings, tmp_path):
+    floor = routed
+    floor.sql("UPDATE operators SET status = 'paused', pause_reason = 'собрание' "
+              "WHERE extension IN ('101', '102', '103', '301', '302')")
+    try:
+        phone = unique_mobile()
+        result = await call(e2e_settings, tmp_path, phone, hold_after=40, timeout=10)
+        assert result.answered and result.hung_up_by_remote
+        row = await wait_for(lambda: call_row(floor, phone), what="call row")
+        assert row.result == "callback_requested" and row.extension is None
+        request = floor.sql("SELECT reason FROM callback_requests WHERE e164 = :p", p="+" + phone)
+        assert request and request[0].reason == "all_busy"
+        assert not floor.sql("SELECT 1 FROM call_attempts WHERE call_uid = :u", u=row.call_uid)
+    finally:
+        floor.set_available("101", "102", "103", "301", "302")
+
+
+async def test_paused_operator_is_never_rung_until_he_rejoins(routed, e2e_settings, tmp_path):
+    floor = routed
+    floor.sql("UPDATE operators SET status = 'paused', pause_reason = 'перерыв' WHERE extension IN ('101', '102')")
+    try:
+        before = {ext: floor.phones[ext].invites for ext in ("101", "102", "103")}
+        for _ in range(3):
+            phone = unique_mobile()
+            assert (await call(e2e_settings, tmp_path, phone, hold_after=3)).answered
+            row = await wait_for(lambda: call_row(floor, phone), what="call row")
+            assert row.extension == "103"
+        assert floor.phones["101"].invites == before["101"] and floor.phones["102"].invites == before["102"]
+    finally:
+        floor.set_available("101", "102")
