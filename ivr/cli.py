@@ -136,6 +136,8 @@ def _register_capability_commands() -> None:
     main.add_command(demo_command, "demo")
     main.add_command(operator_group, "operator")
     main.add_command(report_group, "report")
+    from ivr.clients.cli import register as register_clients
+    register_clients(main)
 
 
 _register_capability_commands()
