@@ -1,16 +1,18 @@
-"""``ivr demo``: bring the whole stack up, place real SIP calls, tell what happened.
+"""``ivr demo``: bring the whole stack up, staff a sales floor, place real SIP calls, tell what
+happened.
 
-Three calls to the public number from a sipp phone, each showing one path of the greeting flow:
-the caller presses 1; the caller presses nothing; the caller hangs up during the greeting.
-For each call the account shows the calls-table row and the controller's log lines of that call.
+The floor (ivr/demo_floor.py): the demo rules (docs/examples/rules-demo.yaml: the company's
+rules, open around the clock, short timers), eight operators whose phones are sipp answering
+phones, the clients of docs/examples/clients.csv imported like an accounting-system export.
+Then six scenes, each a real call to the public number (or from an operator's phone), and the
+account: the decision trail of every call (`ivr calls --today`), violations, operator states and
+one client card.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,23 +20,6 @@ import click
 from ivr.config import DEFAULT_ENV_FILE, ConfigError, Settings, generate_env_file, load_settings
 from ivr.runner import ControllerProcess, stop_controller
 from models.db import mask_url
-
-
-@dataclass(frozen=True)
-class DemoCall:
-    title: str
-    caller_id: str
-    dtmf: str = ""
-    dtmf_delay: float = 1.5
-    hangup_after: float | None = None
-    hold_after: float = 2.0
-
-
-DEMO_CALLS = (
-    DemoCall("Caller presses 1 during the greeting", "+79161234501", dtmf="1", dtmf_delay=0.5, hold_after=4.0),
-    DemoCall("Caller presses nothing", "+79161234502", hold_after=12.0),
-    DemoCall("Caller hangs up during the greeting", "+79161234503", hangup_after=0.8),
-)
 
 
 def bring_up(settings: Settings, echo=click.echo) -> tuple[Settings, object]:
@@ -58,55 +43,6 @@ def bring_up(settings: Settings, echo=click.echo) -> tuple[Settings, object]:
     return settings, instance
 
 
-async def _place_calls(settings: Settings, workdir: Path) -> list[tuple[DemoCall, object, float]]:
-    from ivr.phones.sipp import SippCaller
-
-    results = []
-    number = settings.public_number.lstrip("+")
-    for call in DEMO_CALLS:
-        phone = SippCaller(settings.bind_host, settings.sip_port, caller_id=call.caller_id.lstrip("+"),
-                           caller_name="Demo", workdir=workdir)
-        started = time.time()
-        result = await phone.call(number, dtmf=call.dtmf, dtmf_delay=call.dtmf_delay, hangup_after=call.hangup_after,
-                                  hold_after=call.hold_after, timeout=40)
-        results.append((call, result, started))
-        await asyncio.sleep(1.0)  # let the controller finish the call record
-    return results
-
-
-def _account(settings: Settings, controller: ControllerProcess, placed) -> list[str]:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from ivr.cli import format_call
-    from models.db import make_engine
-    from models.tables import Call
-
-    lines: list[str] = []
-    log_text = controller.log_text()
-    engine = make_engine(settings.database_url)
-    ok = 0
-    with Session(engine) as session:
-        for call, result, _ in placed:
-            row = session.scalar(
-                select(Call).where(Call.from_e164 == call.caller_id).order_by(Call.started_at.desc()).limit(1))
-            lines.append("")
-            lines.append(f"── {call.title} (phone {call.caller_id}, SIP final status {getattr(result, 'status', '?')})")
-            if row is None:
-                lines.append("   no row in the calls table - see the controller log")
-                continue
-            ok += 1
-            lines.append("   " + format_call(row).replace("\n", "\n   "))
-            for log_line in log_text.splitlines():
-                if f"call_id={row.call_uid}" in log_line:
-                    lines.append("   log: " + log_line.split(" level=", 1)[0][11:23] + " "
-                                 + log_line.split(f"call_id={row.call_uid} ", 1)[-1])
-    engine.dispose()
-    lines.append("")
-    lines.append(f"{ok} of {len(placed)} demo calls are in the calls table.")
-    return lines
-
-
 @click.command("demo")
 @click.option("--keep", is_flag=True, help="leave Asterisk and the controller running afterwards")
 def demo_command(keep: bool) -> None:
@@ -125,13 +61,10 @@ def demo_command(keep: bool) -> None:
         health = controller.wait_healthy(timeout=40)
         click.echo(f"• Controller up: ARI app '{settings.ari_app}', health {health['ok']}, "
                    f"log {controller.log_path}")
-        click.echo(f"• Calling the public number {settings.public_number} from a sipp phone, {len(DEMO_CALLS)} calls")
+        from ivr.demo_floor import run_scenes
+
         with tempfile.TemporaryDirectory(prefix="ivr-demo-") as tmp:
-            placed = asyncio.run(_place_calls(settings, Path(tmp)))
-        account = _account(settings, controller, placed)
-        for line in account:
-            click.echo(line)
-        failed = any(line.startswith("   no row") for line in account)
+            failed = not asyncio.run(run_scenes(settings, Path(tmp), instance, controller))
     finally:
         if keep:
             click.echo(f"\nStack left running (instance '{settings.asterisk_instance}'). "
@@ -141,4 +74,4 @@ def demo_command(keep: bool) -> None:
             instance.stop()
             click.echo("\nStack stopped. Run `scripts/demo --keep` to leave it running.")
     if failed:
-        raise click.ClickException("some demo calls were not recorded")
+        raise click.ClickException("some demo scenes did not go as expected (see above)")

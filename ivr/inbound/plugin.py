@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from ivr.ari import AriClient, AriError, AriEvent, AriNotFound, AriUnavailable, CallSession
@@ -291,5 +290,3 @@ def _autopause_settings(rules) -> dict:
         return {"misses": int(ap.get("misses", 1)), "ring_seconds": float(ap.get("ring_seconds", 15))}
     return {"misses": int(getattr(ap, "misses", 1)), "ring_seconds": float(getattr(ap, "ring_seconds", 15))}
 
-
-__all__ = ["InboundPlugin", "operator_extension", "timedelta"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
@@ -221,5 +221,3 @@ def day_start(now: datetime, tz_name: str = "Europe/Moscow") -> datetime:
     local = now.astimezone(ZoneInfo(tz_name))
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
-
-__all__ = ["InboundStore", "StoreUnavailable", "day_start", "timedelta"]

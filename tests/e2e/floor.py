@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import text
 
 from ivr.phones.sipp import SippAnswerer, SippCaller

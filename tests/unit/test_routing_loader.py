@@ -86,7 +86,7 @@ def test_a_good_file_parses_to_every_value():
 
 def test_the_company_file_is_valid():
     ruleset, source = loader.load()
-    assert len(ruleset.rules) == 6 and len(ruleset.departments) == 7
+    assert len(ruleset.rules) == 7 and len(ruleset.departments) == 7
     assert "Отдел текущих продаж" in source
 
 
@@ -206,7 +206,7 @@ def test_cli_check_ok_and_errors(tmp_path):
     runner = CliRunner()
     ok = runner.invoke(routing_group, ["check"])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.strip() == "ok: 6 rules, 7 departments"
+    assert ok.output.strip() == "ok: 7 rules, 7 departments"
     bad = tmp_path / "mine.yaml"
     bad.write_text(GOOD.replace("strategy: fewest_calls", "strategy: random").replace("ring_timeout: 12", "ring_timeout: 0"))
     result = runner.invoke(routing_group, ["check", str(bad)])

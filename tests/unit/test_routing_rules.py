@@ -90,9 +90,16 @@ def test_first_deal_threshold_two_keeps_a_one_deal_client_out_of_current_service
 ])
 def test_known_client_without_deals_goes_by_segment_table(rules, segment, department):
     d = rules.decide(client(segment=segment, topic="purchase"), WORKDAY_NOON)
-    assert d.rule == "known_by_segment"
+    assert d.rule == ("retail_buyers" if segment == "retail" else "known_by_segment")
     assert d.department == department
     assert d.steps[0] == RingStep(kind="department", department=department, timeout=60.0)
+
+
+def test_retail_buyers_stay_on_the_retail_floor_after_deals(rules):
+    d = rules.decide(client(segment="retail", deals_count=5), WORKDAY_NOON)
+    assert (d.rule, d.department) == ("retail_buyers", "retail")
+    wholesale = rules.decide(client(segment="wholesale", deals_count=5, assigned_operator="301"), WORKDAY_NOON)
+    assert wholesale.rule == "client_with_deals"
 
 
 def test_segment_table_is_data_the_admin_edits(rules):
