@@ -144,3 +144,71 @@ async def test_paused_operator_is_never_rung_until_he_rejoins(routed, e2e_settin
         assert floor.phones["101"].invites == before["101"] and floor.phones["102"].invites == before["102"]
     finally:
         floor.set_available("101", "102")
+
+
+MENU_RULES = RULES.replace('''  - name: called_back_by_active_sales''', '''  - name: delivery_to_sales_operator
+    when: {topic: [delivery, warehouse]}
+    route: {to: client_operator}
+  - name: documents_to_clerk
+    when: {topic: documents}
+    route: {department: documents}
+  - name: called_back_by_active_sales''').replace('''  - name: known_by_segment
+    when: {known: true}
+    route: {to: segment_department}''', '''  - name: known_by_segment
+    when: {known: true}
+    route: {to: segment_department}
+    menu: {prompt: [vm-press, digits/1, vm-press, digits/2, vm-press, digits/3],
+           options: {"1": purchase, "2": documents, "3": delivery}, timeout: 4, default: purchase}''')
+
+
+async def test_topic_menu_sends_a_delivery_question_to_the_clients_sales_operator(routed, e2e_settings,
+                                                                                 database_url, tmp_path):
+    floor = routed
+    assert MENU_RULES != RULES
+    await asyncio.to_thread(_apply_rules, database_url, MENU_RULES)
+    try:
+        await asyncio.sleep(1.5)
+        phone = floor.add_client(full_name="Оптовик С Вопросом О Доставке", segment="wholesale", assigned="302",
+                                 department="current_service")
+        result = await call(e2e_settings, tmp_path, phone, dtmf="3", dtmf_delay=2.0, hold_after=6)
+        assert result.answered
+        row = await wait_for(lambda: call_row(floor, phone), what="call row")
+        topic = floor.sql("SELECT topic, digits FROM calls WHERE call_uid = :u", u=row.call_uid)[0]
+        assert (topic.topic, topic.digits) == ("delivery", "3")
+        assert row.rule == "delivery_to_sales_operator" and row.extension == "302"
+        # Without a key the caller gets the menu's default topic and his segment's department.
+        silent = floor.add_client(full_name="Молчаливый Оптовик", segment="wholesale")
+        await call(e2e_settings, tmp_path, silent, hold_after=12)
+        row = await wait_for(lambda: call_row(floor, silent), what="call row")
+        assert row.rule == "known_by_segment" and row.department_code == "current_sales"
+        assert row.extension in ("101", "102", "103")
+    finally:
+        await asyncio.to_thread(_apply_rules, database_url, RULES)
+        await asyncio.sleep(1.5)
+
+
+async def test_operator_on_an_internal_call_is_not_offered_a_customer(routed, e2e_settings, tmp_path):
+    floor = routed
+    floor.sql("UPDATE operators SET status = 'paused', pause_reason = 'тест' WHERE extension IN ('102', '103')")
+    try:
+        invites_before = floor.phones["101"].invites
+        # 101 calls 202 internally; 202's phone rings (never answers) and 101 gives up after 6 s.
+        internal = asyncio.create_task(
+            operator_phone(floor, e2e_settings, tmp_path, "101").call("202", timeout=6, raise_on_error=False))
+        await asyncio.sleep(1.5)
+        phone = unique_mobile()
+        t0 = asyncio.get_running_loop().time()
+        customer = asyncio.create_task(call(e2e_settings, tmp_path, phone, hold_after=25, timeout=10))
+        internal_result = await internal
+        assert not internal_result.answered  # 202 never picked up; the call was cancelled
+        assert floor.phones["202"].invites >= 1
+        await asyncio.sleep(0.5)
+        # While 101 was on his internal call nobody rang his phone for the customer.
+        assert floor.phones["101"].invites == invites_before
+        await floor.phones["101"].wait_for_calls(invites_before + 1, timeout=12)
+        assert asyncio.get_running_loop().time() - t0 > 3.5
+        customer.cancel()
+        row = await wait_for(lambda: call_row(floor, phone), timeout=30, what="call row")
+        assert row.extension == "101" and row.wait_seconds > 3
+    finally:
+        floor.set_available("102", "103")
