@@ -500,10 +500,18 @@ class SippAnswerer:
 
     def __init__(self, *, listen_port: int | None = None, mode: str = "answer", answer_delay: float = 0.0,
                  hold: float = 30, dtmf: str = "", dtmf_delay: float = 1.0, dtmf_gap: float = 0.3,
-                 local_ip: str = "127.0.0.1", workdir: Path | str | None = None, max_calls: int = 100000):
+                 local_ip: str = "127.0.0.1", workdir: Path | str | None = None, max_calls: int = 100000,
+                 refer_to: str | None = None, refer_after: float = 1.0, refer_domain: str = "127.0.0.1"):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, not {mode!r}")
         self.mode = mode
+        # Blind transfer: after answering, REFER the caller to this extension (mode "answer").
+        if refer_to is not None and not re.fullmatch(r"[0-9*#+]{1,20}", refer_to):
+            raise ValueError(f"refer_to must be an extension, not {refer_to!r}")
+        self.refer_to = refer_to
+        self.refer_after = refer_after
+        # host[:port] of the PBX in the Refer-To URI
+        self.refer_domain = check_header_safe(refer_domain, "refer_domain")
         self.answer_delay = float(answer_delay)
         self.hold = float(hold)
         self.dtmf = validate_dtmf(dtmf)
@@ -529,7 +537,9 @@ class SippAnswerer:
 
     def render(self, pcap: Path | None) -> str:
         return render_scenario("uas.xml", mode=self.mode, answer_delay_ms=int(self.answer_delay * 1000),
-                               hold_ms=_ms(self.hold), pcap=str(pcap) if pcap else "")
+                               hold_ms=_ms(self.hold), pcap=str(pcap) if pcap else "",
+                               refer_to=self.refer_to or "", refer_after_ms=_ms(self.refer_after),
+                               refer_domain=self.refer_domain)
 
     async def start(self) -> "SippAnswerer":
         if self._proc is not None:

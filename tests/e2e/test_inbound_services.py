@@ -212,3 +212,29 @@ async def test_operator_on_an_internal_call_is_not_offered_a_customer(routed, e2
         assert row.extension == "101" and row.wait_seconds > 3
     finally:
         floor.set_available("102", "103")
+
+
+async def test_operator_blind_transfers_the_caller_to_a_colleague(routed, e2e_settings, database_url, tmp_path):
+    from ivr.phones.sipp import SippAnswerer
+    from ivr.stack.operators import sync_operators
+
+    floor = routed
+    transferring = await SippAnswerer(mode="answer", hold=20, refer_to="301", refer_after=1.5, workdir=tmp_path,
+                                      refer_domain=f"{e2e_settings.bind_host}:{e2e_settings.sip_port}").start()
+    old_contact = floor.phones["302"].uri
+    floor.sql("UPDATE operators SET sip_contact = :c WHERE extension = '302'", c=transferring.uri)
+    await asyncio.to_thread(sync_operators, e2e_settings, database_url)
+    try:
+        colleague_before = floor.phones["301"].invites
+        phone = floor.add_client(full_name="Клиент Для Перевода", segment="wholesale", deals=1, assigned="302",
+                                 department="current_service")
+        result = await call(e2e_settings, tmp_path, phone, hold_after=8)
+        assert result.answered
+        assert transferring.invites == 1
+        await floor.phones["301"].wait_for_calls(colleague_before + 1, timeout=10)  # the transfer target rang
+        row = await wait_for(lambda: call_row(floor, phone), what="call row")
+        assert row.extension == "302" and row.result == "transferred"
+    finally:
+        floor.sql("UPDATE operators SET sip_contact = :c WHERE extension = '302'", c=old_contact)
+        await asyncio.to_thread(sync_operators, e2e_settings, database_url)
+        await transferring.stop()
