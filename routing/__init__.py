@@ -1,4 +1,4 @@
 """Inbound routing: rules over the client store deciding where a call to the public number goes.
 
-The rules engine and workload distribution land with the inbound issue; see docs/architecture.md.
+Pure logic (rules, hours, distribution, auto-pause) plus the rules store; see docs/routing.md.
 """

@@ -52,7 +52,7 @@ async def test_apply_history_rollback_and_the_controller_reads(database_url, cle
 
     versions = store.list_versions(database_url)
     assert [(v.id, v.active, v.applied_by, v.rules, v.departments) for v in versions] == [
-        (second, True, "boss", 6, 7), (first, False, "admin", 6, 7)]
+        (second, True, "boss", 7, 7), (first, False, "admin", 7, 7)]
     assert versions[0].sha256 == store.sha256_of(edited_source)
     assert store.active_source(database_url) == (second, edited_source)
 
@@ -101,7 +101,7 @@ def test_cli_apply_diff_show_history_rollback(database_url, clean, tmp_path):
     assert applied.exit_code == 0, applied.output
     assert "+++ " in applied.output and "--- nothing applied" in applied.output
     first = int(applied.output.strip().splitlines()[-1].split()[2].rstrip(":"))
-    assert applied.output.strip().splitlines()[-1] == f"applied version {first}: 6 rules, 7 departments (by ivanov)"
+    assert applied.output.strip().splitlines()[-1] == f"applied version {first}: 7 rules, 7 departments (by ivanov)"
 
     again = runner.invoke(routing_group, ["apply", *url])
     assert again.exit_code == 0 and again.output.strip() == \
