@@ -105,7 +105,7 @@ def test_cli_apply_diff_show_history_rollback(database_url, clean, tmp_path):
 
     again = runner.invoke(routing_group, ["apply", *url])
     assert again.exit_code == 0 and again.output.strip() == \
-        f"no change: version {first} already has this file (6 rules, 7 departments)"
+        f"no change: version {first} already has this file (7 rules, 7 departments)"
 
     changed = tmp_path / "rules.yaml"
     changed.write_text(loader.DEFAULT_FILE.read_text().replace("reaction_standard_seconds: 20",
@@ -128,7 +128,7 @@ def test_cli_apply_diff_show_history_rollback(database_url, clean, tmp_path):
     assert history[1].startswith(f"  {first:>4}") and "by ivanov" in history[1]
 
     rolled = runner.invoke(routing_group, ["rollback", *url, str(first)])
-    assert rolled.exit_code == 0 and rolled.output.strip() == f"version {first} is active again: 6 rules, 7 departments"
+    assert rolled.exit_code == 0 and rolled.output.strip() == f"version {first} is active again: 7 rules, 7 departments"
     assert "reaction_standard_seconds: 20" in runner.invoke(routing_group, ["show", *url]).output
     missing = runner.invoke(routing_group, ["rollback", *url, "999999"])
     assert missing.exit_code == 1 and "no version 999999" in missing.output
