@@ -238,3 +238,33 @@ async def test_operator_blind_transfers_the_caller_to_a_colleague(routed, e2e_se
         floor.sql("UPDATE operators SET sip_contact = :c WHERE extension = '302'", c=old_contact)
         await asyncio.to_thread(sync_operators, e2e_settings, database_url)
         await transferring.stop()
+
+
+async def test_busy_phone_is_recorded_and_the_next_operator_takes_the_call(routed, e2e_settings, database_url,
+                                                                           tmp_path):
+    from ivr.phones.sipp import SippAnswerer
+    from ivr.stack.operators import sync_operators
+
+    floor = routed
+    busy = await SippAnswerer(mode="busy", workdir=tmp_path).start()
+    old_contact = floor.phones["101"].uri
+    floor.sql("UPDATE operators SET sip_contact = :c WHERE extension = '101'", c=busy.uri)
+    # 101 (busy phone) is the longest idle; 102 answers; 103 is paused.
+    floor.sql("UPDATE operators SET status = 'paused', pause_reason = 'тест' WHERE extension = '103'")
+    floor.sql("UPDATE operators SET status_since = now() - interval '1 day' WHERE extension = '101'")
+    await asyncio.to_thread(sync_operators, e2e_settings, database_url)
+    try:
+        phone = unique_mobile()
+        assert (await call(e2e_settings, tmp_path, phone, hold_after=5)).answered
+        row = await wait_for(lambda: call_row(floor, phone), what="call row")
+        trail = [(a.extension, a.outcome) for a in floor.sql(
+            "SELECT extension, outcome FROM call_attempts WHERE call_uid = :u ORDER BY id", u=row.call_uid)]
+        assert ("101", "busy") in trail and row.extension == "102", trail
+        assert busy.invites == 1
+        # A busy phone is not a miss: 101 is not paused for it.
+        assert floor.sql("SELECT status FROM operators WHERE extension = '101'")[0].status == "available"
+    finally:
+        floor.sql("UPDATE operators SET sip_contact = :c WHERE extension = '101'", c=old_contact)
+        floor.set_available("103")
+        await asyncio.to_thread(sync_operators, e2e_settings, database_url)
+        await busy.stop()
