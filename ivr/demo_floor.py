@@ -16,10 +16,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
-from sqlalchemy import text
 
 from ivr.config import PROJECT_ROOT, Settings
-from models.db import make_engine
+from models.db import run_sql as _sql
 
 RULES_FILE = PROJECT_ROOT / "docs" / "examples" / "rules-demo.yaml"
 CLIENTS_FILE = PROJECT_ROOT / "docs" / "examples" / "clients.csv"
@@ -80,14 +79,6 @@ async def cli(*args: str) -> bool:
     return await asyncio.to_thread(_cli, *args)
 
 
-def _sql(url: str, statement: str, **params):
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement), params)
-            return result.all() if result.returns_rows else None
-    finally:
-        engine.dispose()
 
 
 async def _wait_row(url: str, e164: str, since: datetime, timeout: float = 20):

@@ -39,3 +39,17 @@ def make_async_engine(url: str) -> AsyncEngine:
 
 def async_session_factory(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def run_sql(url: str, statement: str, **params):
+    """One parameterised statement in its own transaction on a short-lived engine; the rows if
+    it returns any. For scripts, the demo and tests — never for the controller's hot path."""
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return result.all() if result.returns_rows else None
+    finally:
+        engine.dispose()

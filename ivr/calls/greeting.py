@@ -72,15 +72,8 @@ class GreetingCall:
     async def run(self, first_event: AriEvent) -> None:
         channel = first_event.channel
         assert channel is not None
-        args = first_event.args
-        to_number = args[1] if len(args) > 1 else channel.exten
-        self.record = CallRecord.inbound(
-            channel.id, caller_number=channel.caller_number, caller_name=channel.caller_name,
-            to_number=to_number, channel_name=channel.name, flow=self.FLOW, created=channel.creationtime,
-        )
+        self.record = CallRecord.from_stasis_start(first_event, self.FLOW)
         recovered = first_event.type == CHANNEL_RECOVERED
-        if recovered:
-            self.record.add_note("adopted after controller reconnect")
         log.info(
             "event=call_started from=%s to=%s name=%s recovered=%s",
             kv(self.record.from_number), kv(self.record.to_number), kv(self.record.caller_name), recovered,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ivr.ari.events import CHANNEL_RECOVERED
 from models.phones import safe_text, try_normalize_phone
 from models.tables import CallDirection
 
@@ -81,6 +82,20 @@ class CallRecord:
             flow=flow,
             started_at=parse_ari_time(created) or utcnow(),
         )
+
+    @classmethod
+    def from_stasis_start(cls, first_event, flow: str) -> "CallRecord":
+        """The record of a call entering Stasis (or adopted after a reconnect)."""
+        channel = first_event.channel
+        args = first_event.args
+        record = cls.inbound(
+            channel.id, caller_number=channel.caller_number, caller_name=channel.caller_name,
+            to_number=args[1] if len(args) > 1 else channel.exten, channel_name=channel.name, flow=flow,
+            created=channel.creationtime,
+        )
+        if first_event.type == CHANNEL_RECOVERED:
+            record.add_note("adopted after controller reconnect")
+        return record
 
     def add_note(self, text: str) -> None:
         self.notes = text if not self.notes else f"{self.notes}; {text}"

@@ -12,21 +12,8 @@ from pathlib import Path
 
 import click
 
-database_option = click.option("--database-url", envvar="DATABASE_URL", default=None,
-                               help="Postgres URL (default: DATABASE_URL, var/ivr.env or the local server)")
+from ivr.clitools import database_option, resolve_database_url as _database_url
 
-
-def _database_url(explicit: str | None) -> str:
-    from ivr.config import ConfigError, load_settings
-    from models.db import DEFAULT_LOCAL_URL, normalize_url
-
-    if explicit:
-        return normalize_url(explicit)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(f"configuration error: {exc}") from None
-    return normalize_url(settings.database_url or DEFAULT_LOCAL_URL)
 
 
 def _connected(url: str) -> None:

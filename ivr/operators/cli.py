@@ -13,23 +13,10 @@ from typing import Any, Awaitable, Callable
 
 import click
 
+from ivr.clitools import database_option, resolve_database_url
+
 from models.tables import OperatorStatus
 
-database_option = click.option("--database-url", envvar="DATABASE_URL", default=None,
-                               help="Postgres URL (default: DATABASE_URL, var/ivr.env or the local server)")
-
-
-def resolve_database_url(explicit: str | None) -> str:
-    from ivr.config import ConfigError, load_settings
-    from models.db import DEFAULT_LOCAL_URL, normalize_url
-
-    if explicit:
-        return normalize_url(explicit)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(f"configuration error: {exc}") from None
-    return normalize_url(settings.database_url or DEFAULT_LOCAL_URL)
 
 
 def run_db(url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:

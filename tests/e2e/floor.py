@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import text
 
 from ivr.phones.sipp import SippAnswerer, SippCaller
-from models.db import make_engine
+from models.db import run_sql as _sql
 from tests.conftest import unique_mobile
 
 RULES = """
@@ -74,14 +73,6 @@ def _apply_rules(url: str, source: str) -> int:
     return apply_ruleset(url, ruleset, source, "pytest")
 
 
-def _sql(url: str, statement: str, **params):
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement), params)
-            return result.all() if result.returns_rows else None
-    finally:
-        engine.dispose()
 
 
 class Floor:

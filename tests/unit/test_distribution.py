@@ -142,10 +142,13 @@ class Floor:
     def live(self, now: datetime) -> list[OperatorView]:
         return [replace(v, busy=self.busy_until.get(e, now) > now) for e, v in self.views.items()]
 
+    def pick(self, now: datetime, strategy: str, tried: list[str]) -> OperatorView | None:
+        return choose_operator(self.live(now), strategy, now, exclude=tried)
+
     def call(self, n: int, now: datetime, strategy: str) -> str | None:
         tried: list[str] = []
         while True:
-            pick = choose_operator(self.live(now), strategy, now, exclude=tried)
+            pick = self.pick(now, strategy, tried)
             if pick is None:
                 return None
             e = pick.extension

@@ -35,30 +35,8 @@ class ComparedFloor(Floor):
         super().__init__(RATES, seed)
         self._pick = pick
 
-    def call(self, n: int, now: datetime, strategy: str) -> str | None:
-        tried: list[str] = []
-        while True:
-            pick = self._pick(self.live(now), now, tried)
-            if pick is None:
-                return None
-            e = pick.extension
-            tried.append(e)
-            v = self.views[e]
-            answered = self.rng.random() < self.answer_rate[e]
-            v.offers_today += 1
-            v.last_offer_at = now
-            if answered:
-                talk = self.rng.randint(30, 200)
-                v.calls_today += 1
-                v.talk_seconds_today += talk
-                end = now + timedelta(seconds=talk)
-                v.last_call_end_at = end
-                v.wrapup_until = end + timedelta(seconds=self.WRAPUP)
-                self.busy_until[e] = end
-                self.rings.append((n, e, True))
-                return e
-            self.rings.append((n, e, False))
-            now += timedelta(seconds=self.RING)
+    def pick(self, now: datetime, strategy: str, tried: list[str]) -> OperatorView | None:
+        return self._pick(self.live(now), now, tried)
 
 
 def silent_first_share(pick, seeds=range(20), calls: int = 30) -> float:
