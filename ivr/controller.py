@@ -50,7 +50,9 @@ class Controller:
         self.ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password)
         self.engine = make_async_engine(self.database_url)
         self.journal = CallJournal(self.engine, settings.state_dir / "spool" / f"calls-{settings.ari_app}.jsonl")
-        self.inbound = InboundPlugin(settings, self.ari, self.journal, InboundStore(self.engine))
+        # Routing reads on their own pool without per-checkout pings (see InboundStore._run).
+        self.routing_engine = make_async_engine(self.database_url, pre_ping=False)
+        self.inbound = InboundPlugin(settings, self.ari, self.journal, InboundStore(self.routing_engine))
         self.calls = CallsPlugin(settings, self.ari, self.journal, self.inbound)
         self.dispatcher = CallDispatcher(settings.ari_app, self.calls.start_flow)
         self.stream = AriEventStream(self.ari, settings.ari_app, self.dispatcher)
@@ -158,6 +160,7 @@ class Controller:
         self.ami.close()
         await self.ari.close()
         await self.engine.dispose()
+        await self.routing_engine.dispose()
         log.info("event=controller_stopped")
 
 

@@ -28,11 +28,12 @@ def make_engine(url: str) -> Engine:
     return create_engine(normalize_url(url), pool_pre_ping=True, future=True)
 
 
-def make_async_engine(url: str) -> AsyncEngine:
+def make_async_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
     # Short connect timeout: a dead database must be noticed quickly during a call, the
-    # call journal retries and spools on its own schedule.
+    # call journal retries and spools on its own schedule. ``pre_ping=False`` for hot paths
+    # that retry a dropped connection themselves (ivr/inbound/store.py): one round trip less.
     return create_async_engine(
-        normalize_url(url), pool_pre_ping=True, pool_size=5, max_overflow=5,
+        normalize_url(url), pool_pre_ping=pre_ping, pool_size=5, max_overflow=5,
         connect_args={"connect_timeout": 3},
     )
 

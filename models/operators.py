@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from sqlalchemy import and_, case, func, insert, literal, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models.tables import CallAttempt, Department, Operator, OperatorEvent, OperatorStatus, Violation
+from models.tables import Department, Operator, OperatorEvent, OperatorStatus, Violation
 from routing.distribution import OperatorView
 
 EXTENSION_RE = re.compile(r"[0-9]{2,8}")
@@ -259,42 +259,38 @@ async def operator_events(conn: AsyncConnection, extension: str, *, since: datet
 
 
 # --- distribution input ------------------------------------------------------------------------
+# Per operator of the department, today's attempts through the (operator_id, started_at) index
+# (a LATERAL subquery), so the cost does not grow with the call history. Built once.
+_DEPARTMENT_VIEWS = text("""
+SELECT o.id, o.extension, o.name, d.code AS department, o.status, o.status_since,
+       s.offers, s.calls, s.talk, s.last_offer_at, s.last_call_end_at,
+       CASE WHEN s.last_call_end_at IS NOT NULL
+            THEN s.last_call_end_at + d.wrapup_seconds * interval '1 second' END AS wrapup_until
+FROM operators o
+JOIN departments d ON d.id = o.department_id AND d.code = :code
+CROSS JOIN LATERAL (
+    SELECT count(*) AS offers,
+           count(*) FILTER (WHERE a.outcome = 'answered') AS calls,
+           coalesce(sum(a.talk_seconds) FILTER (WHERE a.outcome = 'answered'), 0.0) AS talk,
+           max(a.started_at) AS last_offer_at,
+           max(coalesce(a.ended_at, a.answered_at)) FILTER (WHERE a.outcome = 'answered') AS last_call_end_at
+    FROM call_attempts a
+    WHERE a.operator_id = o.id AND a.started_at >= :day_start
+) s
+ORDER BY o.extension
+""")
+
+
 async def department_views(conn: AsyncConnection, department_code: str, *, day_start: datetime) -> list[OperatorView]:
     """Every operator of the department with today's statistics from call_attempts since
     ``day_start``, in one query. ``busy`` is False: the controller lays its live state over it.
     ``wrapup_until`` is the end of his last answered call plus the department's wrap-up, so a
     restarted controller still honours it."""
-    a = CallAttempt
-    answered = a.outcome == "answered"
-    stats = (
-        select(
-            a.operator_id.label("operator_id"),
-            func.count().label("offers"),
-            func.count().filter(answered).label("calls"),
-            func.coalesce(func.sum(a.talk_seconds).filter(answered), 0.0).label("talk"),
-            func.max(a.started_at).label("last_offer_at"),
-            func.max(func.coalesce(a.ended_at, a.answered_at)).filter(answered).label("last_call_end_at"),
-        )
-        .where(a.started_at >= day_start, a.operator_id.is_not(None))
-        .group_by(a.operator_id)
-        .subquery("stats")
-    )
-    wrapup_until = case(
-        (stats.c.last_call_end_at.is_not(None),
-         stats.c.last_call_end_at + Department.wrapup_seconds * literal(timedelta(seconds=1))),
-        else_=None)
-    q = (select(Operator.id, Operator.extension, Operator.name, Department.code.label("department"),
-                Operator.status, Operator.status_since,
-                func.coalesce(stats.c.offers, 0).label("offers"), func.coalesce(stats.c.calls, 0).label("calls"),
-                func.coalesce(stats.c.talk, 0.0).label("talk"), stats.c.last_offer_at, stats.c.last_call_end_at,
-                wrapup_until.label("wrapup_until"))
-         .select_from(Operator)
-         .join(Department, and_(Department.id == Operator.department_id, Department.code == department_code))
-         .outerjoin(stats, stats.c.operator_id == Operator.id)
-         .order_by(Operator.extension))
+    rows = await conn.execute(_DEPARTMENT_VIEWS, {"code": department_code, "day_start": day_start})
     return [OperatorView(
-        id=r.id, extension=r.extension, name=r.name, department=r.department, status=r.status.value, busy=False,
+        id=r.id, extension=r.extension, name=r.name, department=r.department,
+        status=OperatorStatus(r.status).value, busy=False,
         wrapup_until=r.wrapup_until, last_offer_at=r.last_offer_at, last_call_end_at=r.last_call_end_at,
         calls_today=int(r.calls), offers_today=int(r.offers), talk_seconds_today=float(r.talk),
         status_since=r.status_since,
-    ) for r in await conn.execute(q)]
+    ) for r in rows]

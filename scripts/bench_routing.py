@@ -8,8 +8,8 @@ One decision is what the controller does before the first ring, through the same
                                         its default topic and decided again, as the controller does
   InboundStore.department_views(dept)   models.operators.department_views (one SQL round trip)
   choose_operator(views, strategy, now) routing.distribution (pure)
-over the product's async engine (models.db.make_async_engine: SQLAlchemy + psycopg, pooled,
-pre-ping), one call at a time, so one pooled connection serves every lookup.
+over the controller's routing engine (models.db.make_async_engine(pre_ping=False): SQLAlchemy + psycopg, pooled,
+no per-checkout ping, reads in autocommit), one call at a time, so one pooled connection serves every lookup.
 
 Mix of callers: 70% known numbers (random), 20% unknown numbers, 10% clients without deals whom
 an active-sales manager called within 90 days. Warm-up --warmup lookups, then --lookups timed,
@@ -306,7 +306,7 @@ async def decide_one(store: InboundStore, ruleset, e164: str, now: datetime, che
 
 
 async def measure(url: str, ruleset, numbers: list[tuple[str, str]], warmup: int, now: datetime) -> dict:
-    engine = make_async_engine(url)
+    engine = make_async_engine(url, pre_ping=False)  # as the controller's routing pool
     store = InboundStore(engine)
     check = {"rules": {}, "chosen": 0, "personal": 0}
     try:
