@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Collection
 
 from ivr.calls.record import utcnow
-from routing.distribution import OperatorView, choose_operator
+from routing.distribution import OperatorView, rank_operators
 
 log = logging.getLogger("ivr.inbound.board")
 
@@ -58,7 +58,11 @@ class OperatorBoard:
         self.live: dict[str, LiveState] = {}
         self._waiters: dict[str, list[_Waiter]] = {}
         self._views: dict[str, tuple[float, list[OperatorView]]] = {}
+        self._reloading: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Condition()
+        # Bumped on every live change; the overlay of a department's list is cached against it.
+        self._live_version = 0
+        self._overlays: dict[str, tuple[int, int, list[OperatorView]]] = {}
 
     # --- live state ----------------------------------------------------------------------
     def state(self, extension: str) -> LiveState:
@@ -66,6 +70,7 @@ class OperatorBoard:
 
     async def notify(self) -> None:
         """Something changed (an operator freed, rejoined, ...): waiting calls look again."""
+        self._live_version += 1
         async with self._changed:
             self._changed.notify_all()
 
@@ -76,6 +81,7 @@ class OperatorBoard:
             self._views.pop(department, None)
 
     def reserve(self, extension: str, call_uid: str) -> None:
+        self._live_version += 1
         st = self.state(extension)
         st.ringing_for = call_uid
         st.last_offer_at = utcnow()
@@ -121,15 +127,30 @@ class OperatorBoard:
         cached = self._views.get(department)
         if cached and time.monotonic() - cached[0] < self.VIEWS_TTL:
             return cached[1]
-        try:
-            fresh = await self._load_views(department)
-        except Exception as exc:  # the database is down: keep distributing over the last list
-            if cached:
-                log.warning("event=operators_from_cache department=%s reason=%s", department, str(exc)[:120])
+        # One reload per department at a time: the other waiting calls use its result.
+        lock = self._reloading.setdefault(department, asyncio.Lock())
+        async with lock:
+            cached = self._views.get(department)
+            if cached and time.monotonic() - cached[0] < self.VIEWS_TTL:
                 return cached[1]
-            raise
-        self._views[department] = (time.monotonic(), fresh)
-        return fresh
+            try:
+                fresh = await self._load_views(department)
+            except Exception as exc:  # the database is down: keep distributing over the last list
+                if cached:
+                    log.warning("event=operators_from_cache department=%s reason=%s", department, str(exc)[:120])
+                    return cached[1]
+                raise
+            self._views[department] = (time.monotonic(), fresh)
+            return fresh
+
+    def live_views(self, department: str, views: list[OperatorView]) -> list[OperatorView]:
+        """``overlay`` cached until the list or the live state changes."""
+        cached = self._overlays.get(department)
+        if cached and cached[0] == id(views) and cached[1] == self._live_version:
+            return cached[2]
+        out = self.overlay(views)
+        self._overlays[department] = (id(views), self._live_version, out)
+        return out
 
     # --- claiming ------------------------------------------------------------------------
     async def claim(self, department: str, call_uid: str, *, strategy: str, exclude: Collection[str] = (),
@@ -146,15 +167,17 @@ class OperatorBoard:
         try:
             while True:
                 try:
-                    views = self.overlay(await self.views(department))
+                    views = self.live_views(department, await self.views(department))
                 except Exception as exc:
                     log.warning("event=no_operator_list department=%s reason=%s", department, str(exc)[:120])
                     views = []
-                now = utcnow()
+                # Rank once; earlier waiters take their pick first (first come, first served).
+                ranked = rank_operators(views, strategy, utcnow())
                 taken: set[str] = set()
                 pick = None
                 for w in sorted(queue, key=lambda w: w.since):
-                    candidate = choose_operator(views, strategy, now, exclude=w.exclude | taken)
+                    candidate = next((v for v in ranked if v.extension not in taken
+                                      and v.extension not in w.exclude), None)
                     if w is waiter:
                         pick = candidate
                         break
@@ -166,6 +189,8 @@ class OperatorBoard:
                         st = self.state(pick.extension)
                         st.ringing_for = None
                         st.probe_busy_until = time.monotonic() + 3.0
+                        self._live_version += 1
+                        asyncio.get_running_loop().call_later(3.05, lambda: asyncio.ensure_future(self.notify()))
                         log.info("event=operator_phone_busy operator=%s", pick.extension)
                         continue
                     return pick

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -64,6 +65,7 @@ async def test_records_survive_a_dead_database_and_are_replayed_in_order(pg_serv
     runner = asyncio.create_task(journal.run())
     record = a_record()
     journal.record(record)  # start snapshot
+    assert await journal.flush(10)
     record.result, record.digits, record.ended_at = "digit", "5", utcnow()
     journal.record(record)  # end snapshot
     assert await journal.flush(10)
@@ -94,4 +96,26 @@ async def test_unreadable_spool_line_is_reported_and_skipped(database_url, tmp_p
     assert await journal.replay_spool() == 1
     assert "event=spool_line_unreadable line=1" in caplog.text
     assert (await fetch(engine, good.call_uid)).result == "no_input"
+    await engine.dispose()
+
+
+async def test_snapshots_waiting_together_are_coalesced_per_call_and_written_at_once(database_url):
+    """Under load the writer takes every waiting snapshot, keeps each call's latest and writes
+    them in one transaction: the rows end in their final state."""
+    import asyncio
+
+    engine = make_async_engine(database_url)
+    journal = CallJournal(engine, Path("/nonexistent/never-used.jsonl"))
+    records = [a_record() for _ in range(30)]
+    for record in records:
+        journal.record(record)  # start snapshots
+        record.result, record.digits, record.ended_at = "digit", "7", utcnow()
+        journal.record(record)  # end snapshots, queued behind
+    runner = asyncio.create_task(journal.run())
+    assert await journal.flush(10)
+    assert journal.written == 30  # 60 snapshots, 30 rows written
+    for record in records:
+        row = await fetch(engine, record.call_uid)
+        assert (row.result, row.digits) == ("digit", "7")
+    runner.cancel()
     await engine.dispose()
