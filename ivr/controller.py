@@ -51,7 +51,8 @@ class Controller:
         self.engine = make_async_engine(self.database_url)
         self.journal = CallJournal(self.engine, settings.state_dir / "spool" / f"calls-{settings.ari_app}.jsonl")
         # Routing reads on their own pool without per-checkout pings (see InboundStore._run).
-        self.routing_engine = make_async_engine(self.database_url, pre_ping=False)
+        self.routing_engine = make_async_engine(self.database_url, pre_ping=False, pool_size=15,
+                                                synchronous_commit=False)
         self.inbound = InboundPlugin(settings, self.ari, self.journal, InboundStore(self.routing_engine))
         self.calls = CallsPlugin(settings, self.ari, self.journal, self.inbound)
         self.dispatcher = CallDispatcher(settings.ari_app, self.calls.start_flow)

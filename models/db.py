@@ -28,13 +28,20 @@ def make_engine(url: str) -> Engine:
     return create_engine(normalize_url(url), pool_pre_ping=True, future=True)
 
 
-def make_async_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
+def make_async_engine(url: str, *, pre_ping: bool = True, pool_size: int = 5,
+                      synchronous_commit: bool = True) -> AsyncEngine:
     # Short connect timeout: a dead database must be noticed quickly during a call, the
     # call journal retries and spools on its own schedule. ``pre_ping=False`` for hot paths
     # that retry a dropped connection themselves (ivr/inbound/store.py): one round trip less.
+    # ``synchronous_commit=False``: commits do not wait for the WAL flush (a server crash may lose
+    # the last fraction of a second of them) - for the routing path's many small writes
+    # (attempts, client cards, contacts), never for the call journal (docs/decisions.md).
+    connect_args: dict = {"connect_timeout": 3}
+    if not synchronous_commit:
+        connect_args["options"] = "-c synchronous_commit=off"
     return create_async_engine(
-        normalize_url(url), pool_pre_ping=pre_ping, pool_size=5, max_overflow=5,
-        connect_args={"connect_timeout": 3},
+        normalize_url(url), pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=pool_size,
+        connect_args=connect_args,
     )
 
 

@@ -107,11 +107,14 @@ class OperatorBoard:
         await self.notify()
 
     def overlay(self, views: list[OperatorView]) -> list[OperatorView]:
-        """The database's views with the live state of this controller laid over them."""
+        """The database's views with the live state of this controller laid over them (a view is
+        copied only where the live state says more than the database row)."""
         out = []
         for v in views:
             st = self.live.get(v.extension)
-            if st is None:
+            if st is None or not (st.busy() or _newer(st.wrapup_until, v.wrapup_until)
+                                  or _newer(st.last_offer_at, v.last_offer_at)
+                                  or _newer(st.last_call_end_at, v.last_call_end_at)):
                 out.append(v)
                 continue
             out.append(dataclasses.replace(
@@ -219,6 +222,10 @@ class OperatorBoard:
 
     def waiting(self, department: str) -> int:
         return len(self._waiters.get(department, ()))
+
+
+def _newer(live: datetime | None, stored: datetime | None) -> bool:
+    return live is not None and (stored is None or live > stored)
 
 
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
