@@ -35,7 +35,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, time as dtime, timedelta, timezone
@@ -47,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from ivr.config import Settings  # noqa: E402
+from ivr.inbound.board import OperatorBoard  # noqa: E402
 from ivr.inbound.store import InboundStore, day_start  # noqa: E402
 from ivr.stack.postgres import _conninfo, create_database, drop_database, ensure_database  # noqa: E402
 from models.clients import caller_facts, caller_facts_query  # noqa: E402
@@ -282,7 +282,8 @@ def summary(values_ns: list[int]) -> dict[str, float]:
     return {"p50": statistics.median(ms), "p90": pct(ms, 90), "p99": pct(ms, 99), "max": max(ms)}
 
 
-async def decide_one(store: InboundStore, ruleset, e164: str, now: datetime, check: dict) -> tuple[int, int]:
+async def decide_one(store: InboundStore, board: OperatorBoard, ruleset, e164: str, now: datetime,
+                     check: dict) -> tuple[int, int]:
     s = ruleset.settings
     t0 = time.perf_counter_ns()
     facts = await store.caller_facts(e164, active_sales_department=s.active_sales_department,
@@ -296,7 +297,9 @@ async def decide_one(store: InboundStore, ruleset, e164: str, now: datetime, che
     chosen = None
     if dept_step is not None:
         spec = ruleset.departments[dept_step.department]
-        views = await store.department_views(spec.code, day_start(now, spec.timezone))
+        # Through the controller's OperatorBoard: with --views-cache 0 every decision reads the
+        # list (first call after idle); with 0.5 (the board's default) as under steady traffic.
+        views = board.live_views(spec.code, await board.views(spec.code))
         chosen = choose_operator(views, spec.strategy, now)
     t2 = time.perf_counter_ns()
     check["rules"][decision.rule] = check["rules"].get(decision.rule, 0) + 1
@@ -305,16 +308,19 @@ async def decide_one(store: InboundStore, ruleset, e164: str, now: datetime, che
     return t2 - t0, t1 - t0
 
 
-async def measure(url: str, ruleset, numbers: list[tuple[str, str]], warmup: int, now: datetime) -> dict:
+async def measure(url: str, ruleset, numbers: list[tuple[str, str]], warmup: int, now: datetime,
+                  views_cache: float = 0.0) -> dict:
     engine = make_async_engine(url, pre_ping=False)  # as the controller's routing pool
     store = InboundStore(engine)
+    board = OperatorBoard(lambda code: store.department_views(code, day_start(now, ruleset.departments[code].timezone)))
+    board.VIEWS_TTL = views_cache
     check = {"rules": {}, "chosen": 0, "personal": 0}
     try:
         for _, e164 in numbers[:warmup]:
-            await decide_one(store, ruleset, e164, now, {"rules": {}, "chosen": 0, "personal": 0})
+            await decide_one(store, board, ruleset, e164, now, {"rules": {}, "chosen": 0, "personal": 0})
         total, facts, by_kind = [], [], {}
         for kind, e164 in numbers[warmup:]:
-            t, f = await decide_one(store, ruleset, e164, now, check)
+            t, f = await decide_one(store, board, ruleset, e164, now, check)
             total.append(t)
             facts.append(f)
             by_kind.setdefault(kind, []).append(t)
@@ -341,8 +347,8 @@ async def explain_views(url: str, department: str, now: datetime) -> None:
     captured = {}
 
     class Capture:
-        async def execute(self, stmt):
-            captured["stmt"] = stmt
+        async def execute(self, stmt, params=None):
+            captured["stmt"] = stmt.bindparams(**params) if params else stmt
             return []
 
     await operators.department_views(Capture(), department, day_start=day_start(now))
@@ -396,6 +402,9 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--views-cache", type=float, default=0.0,
+                        help="seconds the operator list is reused (0: read per decision, the cold case; "
+                             "0.5: the controller's OperatorBoard default under traffic)")
     parser.add_argument("--database-url", help="the Postgres server (default: as tests do, DATABASE_URL or "
                                                "127.0.0.1:5432); the database used is always " + DB_NAME)
     parser.add_argument("--keep", action="store_true", help="keep the database (and reuse it when populated)")
@@ -443,7 +452,7 @@ def main() -> int:
     try:
         for run_no in range(1, args.runs + 1):
             numbers = pick_numbers(conninfo, args, args.warmup + args.lookups, rng)
-            r = asyncio.run(measure(url, ruleset, numbers, args.warmup, now))
+            r = asyncio.run(measure(url, ruleset, numbers, args.warmup, now, args.views_cache))
             results.append(r)
             c = r["check"]
             print(f"run {run_no}: decision p50 {r['total']['p50']:.2f} p90 {r['total']['p90']:.2f} "
@@ -476,7 +485,7 @@ def main() -> int:
     print(f"{args.lookups:,} timed decisions per run after {args.warmup:,} warm-up; mix 70% known, "
           "20% unknown, 10% active-sales-called. Schema: "
           + ("migrations + suggested `ix_call_attempts_started_at`" if args.extra_index else "migrations as-is")
-          + ". Times in ms.\n")
+          + f"; operator list reused for {args.views_cache:g} s. Times in ms.\n")
     print("| run | decision p50 | p90 | p99 | max | caller_facts p50 | p90 | p99 | max |")
     print("|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(results, 1):
