@@ -100,17 +100,9 @@ def bench_settings(database_url: str | None = None) -> Settings:
 
 
 def _sql(url: str, statement: str, **params):
-    from sqlalchemy import text
+    from models.db import run_sql
 
-    from models.db import make_engine
-
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement), params)
-            return result.all() if result.returns_rows else None
-    finally:
-        engine.dispose()
+    return run_sql(url, statement, **params)
 
 
 def _udp_free(port: int) -> bool:
