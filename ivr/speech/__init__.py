@@ -1,0 +1,1 @@
+"""Speech helpers: turning written Russian into text a TTS engine reads correctly."""
