@@ -1,0 +1,1 @@
+"""Outbound notifications (the confirmation robot): templates, rendering for speech."""
