@@ -122,7 +122,7 @@ def test_syntax_error_has_file_and_line(tmp_path: Path) -> None:
 ])
 def test_sandbox_blocks_dunder_access(tmp_path: Path, source: str) -> None:
     store = own(tmp_path, evil=source)
-    with pytest.raises(TemplateError):
+    with pytest.raises(TemplateError, match="forbidden in a template: .*unsafe"):
         text = store.render("evil", CLIENT, {}).text
         pytest.fail(f"rendered: {text!r}")  # pragma: no cover
 
