@@ -80,12 +80,15 @@ class CacheStats:
 
 class PromptCache:
     def __init__(self, folder: Path | str, max_bytes: int, *, protect_s: float = 600.0,
-                 asterisk_path: str | None = None):
+                 asterisk_path: str | None = None, http_base: str | None = None):
         """``folder``: where the files live (created). ``max_bytes``: size limit of the folder.
         ``protect_s``: files used more recently than this are never evicted (a prompt lasts well
         under a minute; the margin covers calls queued behind it).
         ``asterisk_path``: the same folder as Asterisk sees it (e.g. ``/srv/ivr/main/tts`` inside
-        the chroot); default: the absolute host path."""
+        the chroot); default: the absolute host path.
+        ``http_base``: for an Asterisk on another host, the URL under which the controller serves
+        this folder (e.g. ``http://10.0.0.5:8088/tts``); media names then are
+        ``sound:<http_base>/<h[:2]>/<h>.sln`` for res_http_media_cache (docs/tts.md)."""
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.folder = Path(folder).absolute()
@@ -93,6 +96,7 @@ class PromptCache:
         self.max_bytes = max_bytes
         self.protect_s = protect_s
         self.asterisk_path = (asterisk_path or str(self.folder)).rstrip("/")
+        self.http_base = http_base.rstrip("/") if http_base else None
         self._lock = threading.Lock()
         self._hits = self._misses = self._puts = self._evictions = 0
         self._clean_stale_tmp()
@@ -106,8 +110,11 @@ class PromptCache:
 
     def sound_name(self, path: Path) -> str:
         """Media name for ARI ``play``/``Playback``: ``sound:<asterisk path without extension>``.
-        Asterisk picks the format from the extension it finds (``.sln`` / ``.sln16``)."""
+        Asterisk picks the format from the extension it finds (``.sln`` / ``.sln16``).
+        With ``http_base`` the URL keeps the extension (res_http_media_cache needs it)."""
         rel = Path(path).relative_to(self.folder)
+        if self.http_base:
+            return f"sound:{self.http_base}/{rel.as_posix()}"
         stem = rel.with_suffix("").as_posix()
         return f"sound:{self.asterisk_path}/{stem}"
 

@@ -152,10 +152,13 @@ class _Runner:
             raise TtsUnavailable(f"{argv[0]} not found") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), self.timeout_s)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
             raise TtsError(f"{os.path.basename(argv[0])} timed out after {self.timeout_s:.0f} s") from None
+        except asyncio.CancelledError:
+            proc.kill()  # no orphan synthesis process; the cancellation goes on
+            raise
         if proc.returncode != 0:
             raise TtsError(f"{os.path.basename(argv[0])} exited {proc.returncode}: "
                            f"{err.decode('utf-8', 'replace').strip()[-500:]}")

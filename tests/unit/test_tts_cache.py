@@ -144,3 +144,5 @@ def test_sound_name(tmp_path):
     assert c.sound_name(p) == f"sound:{tmp_path}/{d[:2]}/{d}"
     chroot = PromptCache(tmp_path, 10_000, asterisk_path="/srv/ivr/main/tts/")
     assert chroot.sound_name(p) == f"sound:/srv/ivr/main/tts/{d[:2]}/{d}"
+    remote = PromptCache(tmp_path, 10_000, http_base="http://10.0.0.5:8088/tts/")
+    assert remote.sound_name(p) == f"sound:http://10.0.0.5:8088/tts/{d[:2]}/{d}.sln"

@@ -188,3 +188,19 @@ def test_wav_parsing_and_resampling():
     assert len(out) == 2 * 8000 and set(out[i:i + 2] for i in range(0, len(out), 2)) == {b"\x00\x10"}
     with pytest.raises(TtsError):
         wav_to_pcm(b"not a wav file at all")
+
+
+@needs_festival
+async def test_cancel_kills_the_process(tmp_path):
+    f = FestivalEngine()
+    task = asyncio.create_task(f.synthesize("Длинная фраза. " * 100, 8000))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(20):  # SIGKILL sent; give the kernel a moment
+        r = subprocess.run(["pgrep", "-f", "ivr-tts-"], capture_output=True, text=True)
+        if not r.stdout.strip():
+            break
+        await asyncio.sleep(0.1)
+    assert r.stdout.strip() == ""  # no text2wave left reading our temporary file
