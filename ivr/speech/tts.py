@@ -158,6 +158,10 @@ class _Runner:
             raise TtsError(f"{os.path.basename(argv[0])} timed out after {self.timeout_s:.0f} s") from None
         except asyncio.CancelledError:
             proc.kill()  # no orphan synthesis process; the cancellation goes on
+            try:
+                await asyncio.wait_for(proc.communicate(), 5)  # reap it and close its pipes
+            except (asyncio.TimeoutError, asyncio.CancelledError, OSError):
+                pass
             raise
         if proc.returncode != 0:
             raise TtsError(f"{os.path.basename(argv[0])} exited {proc.returncode}: "
