@@ -307,3 +307,106 @@ class RulesetVersion(Base):
     applied_by: Mapped[str | None] = mapped_column(String(80))
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+
+
+# --- outbound notifications (issue 4) ----------------------------------------------------------
+from sqlalchemy import UniqueConstraint  # noqa: E402  (kept with the classes that use it)
+
+# The job states and results are plain strings held to their sets by CHECK constraints (the state
+# machine itself lives in ivr.notify.jobs; these tuples are its vocabulary).
+NOTIFY_JOB_STATES = ("pending", "scheduled", "dialing", "confirmed", "not_received", "no_action",
+                     "exhausted", "expired", "cancelled", "failed")
+NOTIFY_RESULTS = ("confirmed", "not_received", "no_action", "exhausted", "expired", "cancelled", "failed")
+NOTIFY_CHANNELS = ("call", "sms", "preference")
+NOTIFY_ATTEMPT_STATES = ("dialing", "ringing", "answered", "done", "failed")
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class NotificationJob(Base):
+    """One request to notify a client (a call or an SMS, retried until the barrier
+    ``max_attempts`` or a final result). ``external_id`` is the CRM's key: creating the same id
+    twice returns the first job. ``prompt_text`` is rendered once, at creation."""
+
+    __tablename__ = "notification_jobs"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    e164: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(100))
+    variables: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # call / sms / preference (the client's notify_channel, resolved when the job is worked on)
+    channel: Mapped[str] = mapped_column(String(12), server_default="preference")
+    status: Mapped[str] = mapped_column(String(20), server_default="pending")
+    earliest_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts_made: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="5")
+    result: Mapped[str | None] = mapped_column(String(20))
+    prompt_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    attempts: Mapped[list["NotificationAttempt"]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="NotificationAttempt.attempt_no")
+
+    __table_args__ = (
+        CheckConstraint(_in_list("status", NOTIFY_JOB_STATES), name="status_known"),
+        CheckConstraint("result IS NULL OR " + _in_list("result", NOTIFY_RESULTS), name="result_known"),
+        CheckConstraint(_in_list("channel", NOTIFY_CHANNELS), name="channel_known"),
+        CheckConstraint("e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="e164_format"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+        CheckConstraint("attempts_made >= 0", name="attempts_made_positive"),
+        CheckConstraint("deadline_at IS NULL OR deadline_at > earliest_at", name="deadline_after_earliest"),
+        # The dialers' claim query: due jobs in a claimable state, by time.
+        Index("ix_notification_jobs_due", "status", "next_attempt_at",
+              postgresql_where=text("status IN ('pending', 'scheduled')")),
+    )
+
+
+class NotificationAttempt(Base):
+    """One contact attempt (a call or an SMS) of a job. Committed *before* the originate, unique
+    per (job, attempt_no): a dialer restarted after a crash finds it and never repeats it."""
+
+    __tablename__ = "notification_attempts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(20), server_default="dialing")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # busy / no_answer / congestion / failure / hangup_during_prompt / confirmed / not_received / ...
+    cause: Mapped[str | None] = mapped_column(String(40))
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    digits: Mapped[str | None] = mapped_column(String(64))
+    prompt_text: Mapped[str | None] = mapped_column(Text)
+    channel_id: Mapped[str | None] = mapped_column(String(120))
+    sms_message_id: Mapped[str | None] = mapped_column(String(120))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[NotificationJob] = relationship(back_populates="attempts")
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt_no", name="uq_notification_attempts_job_attempt"),
+        CheckConstraint("channel IN ('call', 'sms')", name="channel_known"),
+        CheckConstraint(_in_list("state", NOTIFY_ATTEMPT_STATES), name="state_known"),
+        CheckConstraint("attempt_no >= 1", name="attempt_no_positive"),
+    )
+
+
+class DoNotCall(Base):
+    """Numbers the robot must never contact (E.164)."""
+
+    __tablename__ = "do_not_call"
+    e164: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="e164_format"),)
