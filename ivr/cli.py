@@ -138,6 +138,8 @@ def _register_capability_commands() -> None:
     main.add_command(report_group, "report")
     from ivr.clients.cli import register as register_clients
     register_clients(main)
+    from ivr.notify.cli import notify_group
+    main.add_command(notify_group, "notify")
 
 
 _register_capability_commands()

@@ -194,3 +194,37 @@ def test_request_from_json_reports_every_bad_field():
     assert fields == {"phone", "variables", "earliest_at", "max_attempts", "colour", "template"}
     request = JobRequest.from_json({"phone": "+79161234567", "template": "t", "deadline_at": "2030-01-01T10:00:00Z"})
     assert request.deadline_at == datetime(2030, 1, 1, 10, tzinfo=timezone.utc)
+
+
+def test_cli_create_show_list_cancel(database_url, tmp_path):
+    from click.testing import CliRunner
+
+    from ivr.cli import main
+
+    (tmp_path / "docs_sent.txt.j2").write_text(TEMPLATE, encoding="utf-8")
+    runner = CliRunner()
+    raw, e164 = unique_phone()
+    ext = "cli-" + secrets.token_hex(6)
+    args = ["notify", "create", "--database-url", database_url, "--templates", str(tmp_path), "--phone", raw,
+            "--template", "docs_sent", "--var", "sent_date=07.02", "--var", "documents=документы",
+            "--var", "address_name=Пётр Николаевич", "--external-id", ext, "--channel", "sms"]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("created: job ") and e164 in first.output
+    job_id = int(first.output.split()[2])
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0 and again.output.startswith(f"already exists: job {job_id}")
+
+    missing = runner.invoke(main, ["notify", "create", "--database-url", database_url, "--templates", str(tmp_path),
+                                   "--phone", raw, "--template", "docs_sent", "--var", "documents=x"])
+    assert missing.exit_code == 2 and "variables.sent_date" in missing.output
+
+    shown = runner.invoke(main, ["notify", "show", str(job_id), "--database-url", database_url])
+    assert shown.exit_code == 0 and "pending" in shown.output and "attempts: 0" in shown.output
+    listed = runner.invoke(main, ["notify", "list", "--status", "pending", "--limit", "1000",
+                                  "--database-url", database_url])
+    assert listed.exit_code == 0 and ext in listed.output
+    cancelled = runner.invoke(main, ["notify", "cancel", str(job_id), "--database-url", database_url])
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+    twice = runner.invoke(main, ["notify", "cancel", str(job_id), "--database-url", database_url])
+    assert twice.exit_code == 1 and "is final" in twice.output
