@@ -20,3 +20,21 @@ def resolve_database_url(explicit: str | None) -> str:
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
     return normalize_url(settings.database_url or DEFAULT_LOCAL_URL)
+
+
+def run_in_transaction(url: str, work):
+    """``work(conn)`` (an async function of an AsyncConnection) in one transaction on a
+    short-lived async engine, from synchronous CLI code."""
+    import asyncio
+
+    from models.db import make_async_engine
+
+    async def main():
+        engine = make_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())

@@ -7,7 +7,6 @@ validation error (the message names the field).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def _p(value: object) -> str:
 
 def _run(url: str, work):
     """Run ``work(conn)`` in one transaction on a short-lived async engine."""
-    from models.db import make_async_engine
+    from ivr.clitools import run_in_transaction
     from models.migrate import DatabaseUnavailable, check_connection
 
     try:
@@ -37,15 +36,7 @@ def _run(url: str, work):
     except DatabaseUnavailable as exc:
         raise click.ClickException(str(exc)) from None
 
-    async def main():
-        engine = make_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                return await work(conn)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
+    return run_in_transaction(url, work)
 
 
 def _fail_on_model_errors(call):

@@ -7,7 +7,6 @@ exit code 1, and prints tables.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date, datetime, time
 from typing import Any, Awaitable, Callable
 
@@ -23,19 +22,13 @@ def run_db(url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run ``work(conn)`` in one transaction; known failures become a ClickException (exit 1)."""
     from sqlalchemy.exc import DBAPIError
 
-    from models.db import make_async_engine, mask_url
+    from models.db import mask_url
     from models.operators import OperatorError
 
-    async def go():
-        engine = make_async_engine(url)
-        try:
-            async with engine.begin() as conn:
-                return await work(conn)
-        finally:
-            await engine.dispose()
+    from ivr.clitools import run_in_transaction
 
     try:
-        return asyncio.run(go())
+        return run_in_transaction(url, work)
     except OperatorError as exc:
         raise click.ClickException(str(exc)) from None
     except (DBAPIError, OSError) as exc:
