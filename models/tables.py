@@ -314,11 +314,13 @@ from sqlalchemy import UniqueConstraint  # noqa: E402  (kept with the classes th
 
 # The job states and results are plain strings held to their sets by CHECK constraints (the state
 # machine itself lives in ivr.notify.jobs; these tuples are its vocabulary).
-NOTIFY_JOB_STATES = ("pending", "scheduled", "dialing", "confirmed", "not_received", "no_action",
-                     "exhausted", "expired", "cancelled", "failed")
-NOTIFY_RESULTS = ("confirmed", "not_received", "no_action", "exhausted", "expired", "cancelled", "failed")
+NOTIFY_JOB_STATES = ("pending", "scheduled", "dialing", "sent", "confirmed", "not_received", "delivered",
+                     "no_action", "exhausted", "expired", "cancelled", "failed")
+NOTIFY_RESULTS = ("confirmed", "not_received", "delivered", "no_action", "exhausted", "expired", "cancelled",
+                  "failed")
 NOTIFY_CHANNELS = ("call", "sms", "preference")
-NOTIFY_ATTEMPT_STATES = ("dialing", "ringing", "answered", "done", "failed")
+# sent: an SMS the SMSC accepted, waiting for its delivery receipt.
+NOTIFY_ATTEMPT_STATES = ("dialing", "ringing", "answered", "sent", "done", "failed")
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:
@@ -410,3 +412,45 @@ class DoNotCall(Base):
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (CheckConstraint("e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="e164_format"),)
+
+
+class WebhookDelivery(Base):
+    """The CRM webhook outbox: one row per job that reached a final status, written in the same
+    transaction as that status, delivered by a sender with backoff (ivr/notify/webhook.py).
+    A receiver that is down only delays its rows; nothing else waits for it."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("notification_jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    tries: Mapped[int] = mapped_column(Integer, server_default="0")
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "event", name="uq_webhook_deliveries_job_event"),
+        Index("ix_webhook_deliveries_due", "next_try_at", postgresql_where=text("delivered_at IS NULL")),
+    )
+
+
+class ManagerTask(Base):
+    """Something a manager must do about a client, raised by the robot (the client said the
+    documents did not arrive; a speech answer stayed unclear). Shown in the client card."""
+
+    __tablename__ = "manager_tasks"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("notification_jobs.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "kind", name="uq_manager_tasks_job_kind"),
+        Index("ix_manager_tasks_open", "operator_id", postgresql_where=text("done_at IS NULL")),
+    )

@@ -9,8 +9,10 @@
     pending / scheduled / dialing / no_action --expire--> expired  (deadline passed)
     pending / scheduled / no_action            --cancel--> cancelled
     dialing --release--> scheduled (a dialer crashed; the attempt was reconciled)
+    dialing --sent--> sent --delivered--> delivered        (SMS: handed to the SMSC, then its receipt)
+    sent --retry / exhaust / expire / fail-->               (undelivered receipt, like a failed call)
 
-Final states: confirmed, not_received, exhausted, expired, cancelled, failed. ``no_action`` is
+Final states: confirmed, not_received, delivered, exhausted, expired, cancelled, failed. ``no_action`` is
 the outcome of an attempt the client listened to without pressing anything: the job then either
 goes back to ``scheduled`` (``retry``) or ends (``exhaust`` / ``expire``). A job being dialled
 cannot be cancelled: the call is already on the line; the dialer finishes the attempt.
@@ -20,14 +22,14 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-STATES = ("pending", "scheduled", "dialing", "confirmed", "not_received", "no_action",
+STATES = ("pending", "scheduled", "dialing", "sent", "confirmed", "not_received", "delivered", "no_action",
           "exhausted", "expired", "cancelled", "failed")
-FINAL_STATES = frozenset({"confirmed", "not_received", "exhausted", "expired", "cancelled", "failed"})
+FINAL_STATES = frozenset({"confirmed", "not_received", "delivered", "exhausted", "expired", "cancelled", "failed"})
 # States a dialer may claim (the partial index ix_notification_jobs_due covers exactly these).
 CLAIMABLE_STATES = ("pending", "scheduled")
 
 EVENTS = ("schedule", "claim", "confirmed", "not_received", "no_action", "retry", "exhaust", "expire",
-          "cancel", "fail", "release")
+          "cancel", "fail", "release", "sent", "delivered")
 
 # (state, event) -> new state. Anything not listed is forbidden.
 TRANSITIONS = MappingProxyType({
@@ -49,6 +51,12 @@ TRANSITIONS = MappingProxyType({
     ("dialing", "expire"): "expired",
     ("dialing", "fail"): "failed",
     ("dialing", "release"): "scheduled",
+    ("dialing", "sent"): "sent",
+    ("sent", "delivered"): "delivered",
+    ("sent", "retry"): "scheduled",
+    ("sent", "exhaust"): "exhausted",
+    ("sent", "expire"): "expired",
+    ("sent", "fail"): "failed",
     ("no_action", "retry"): "scheduled",
     ("no_action", "exhaust"): "exhausted",
     ("no_action", "expire"): "expired",

@@ -40,7 +40,8 @@ __all__ = ["ACTIONS", "DEFAULT_POLICY_FILE", "OUTCOMES", "Decision", "NextWorkin
            "parse_schedule"]
 
 # Outcomes of an attempt that lead to another attempt (subject to barrier and deadline).
-OUTCOMES = ("busy", "no_answer", "congestion", "failure", "hangup_during_prompt", "no_action")
+OUTCOMES = ("busy", "no_answer", "congestion", "failure", "hangup_during_prompt", "no_action",
+            "sms_undelivered", "smsc_unavailable")
 # The client did what was asked: the job is done whatever the counters say.
 ACTIONS = ("confirmed", "not_received")
 DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
@@ -112,6 +113,8 @@ DEFAULT_DELAYS: Mapping[str, Schedule] = MappingProxyType({
     "congestion": timedelta(minutes=10),
     "failure": timedelta(minutes=30),
     "hangup_during_prompt": timedelta(hours=1),
+    "sms_undelivered": timedelta(hours=1),     # the SMSC's receipt said UNDELIV / EXPIRED / REJECTD
+    "smsc_unavailable": timedelta(minutes=5),  # could not hand the SMS over (SMSC down, throttled)
 })
 
 
@@ -121,6 +124,10 @@ class RetryPolicy:
     delays: Mapping[str, Schedule] = field(default_factory=lambda: dict(DEFAULT_DELAYS))
     no_action: Schedule = NextWorkingDay(time(10))
     window: CallWindow = CallWindow()
+    # When the call attempts reach the barrier without an answer: send an SMS instead of ending
+    # the job as exhausted (sms_attempts more attempts, SMS only).
+    sms_after_calls: bool = False
+    sms_attempts: int = 3
 
     def __post_init__(self) -> None:
         if isinstance(self.barrier, bool) or not isinstance(self.barrier, int) or self.barrier < 1:
@@ -182,7 +189,7 @@ def next_attempt(policy: RetryPolicy, outcome: str, attempts_made: int, now: dat
 
 # --- the policy file -------------------------------------------------------------------------
 
-_POLICY_KEYS = {"barrier", "delays", "window"}
+_POLICY_KEYS = {"barrier", "delays", "window", "sms_after_calls", "sms_attempts"}
 _WINDOW_KEYS = {"start", "end", "working_days_only", "holidays"}
 
 
@@ -273,7 +280,14 @@ def _build(data: Any, path: str, base: RetryPolicy | None, lines: dict[str, int]
         window = CallWindow(**window_args)
     except ValueError as exc:
         raise fail(f"{path}.window", str(exc)) from None
-    return RetryPolicy(barrier=barrier, delays=delays, window=window)
+    sms_after_calls = data.get("sms_after_calls", base.sms_after_calls)
+    if not isinstance(sms_after_calls, bool):
+        raise fail(f"{path}.sms_after_calls", f"expected true or false, got {sms_after_calls!r}")
+    sms_attempts = data.get("sms_attempts", base.sms_attempts)
+    if isinstance(sms_attempts, bool) or not isinstance(sms_attempts, int) or not 1 <= sms_attempts <= 10:
+        raise fail(f"{path}.sms_attempts", f"expected a whole number 1..10, got {sms_attempts!r}")
+    return RetryPolicy(barrier=barrier, delays=delays, window=window, sms_after_calls=sms_after_calls,
+                       sms_attempts=sms_attempts)
 
 
 def parse_policies(text: str, source: str = "policy.yaml") -> PolicySet:

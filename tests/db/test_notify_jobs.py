@@ -58,10 +58,13 @@ async def expect_error(database_url, templates, field, **fields):
 
 def test_migration_round_trip(database_url):
     upgrade(database_url)
+    downgrade(database_url, "0003")
+    assert "webhook_deliveries" not in current_tables(database_url)
     downgrade(database_url, "0002")
     assert "notification_jobs" not in current_tables(database_url)
     upgrade(database_url)
-    assert {"notification_jobs", "notification_attempts", "do_not_call"} <= set(current_tables(database_url))
+    assert {"notification_jobs", "notification_attempts", "do_not_call", "webhook_deliveries",
+            "manager_tasks"} <= set(current_tables(database_url))
 
 
 async def test_create_for_unknown_number_makes_a_potential_client(database_url, templates):

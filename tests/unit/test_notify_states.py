@@ -28,6 +28,12 @@ ALLOWED = [
     ("dialing", "expire", "expired"),
     ("dialing", "fail", "failed"),
     ("dialing", "release", "scheduled"),
+    ("dialing", "sent", "sent"),
+    ("sent", "delivered", "delivered"),
+    ("sent", "retry", "scheduled"),
+    ("sent", "exhaust", "exhausted"),
+    ("sent", "expire", "expired"),
+    ("sent", "fail", "failed"),
     ("no_action", "retry", "scheduled"),
     ("no_action", "exhaust", "exhausted"),
     ("no_action", "expire", "expired"),
@@ -55,6 +61,9 @@ def test_table_is_exactly_the_documented_one():
     ("expired", "claim"),
     ("exhausted", "retry"),
     ("failed", "release"),
+    ("sent", "cancel"),
+    ("scheduled", "delivered"),
+    ("delivered", "retry"),
 ])
 def test_forbidden(state, event):
     with pytest.raises(InvalidTransition) as err:
