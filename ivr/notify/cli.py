@@ -1,4 +1,7 @@
-"""``ivr notify create|list|show|cancel``: notification jobs from the command line.
+"""``ivr notify create|list|show|cancel|status|attempts``: notification jobs from the command line.
+
+``status`` and ``attempts`` report what the robot did (ivr/notify/report.py): a table with
+per-status counts, or a CSV export of every attempt.
 
 Thin layer over models.notifications (the same validation and idempotency as the HTTP API).
 Exit codes: 0 done, 1 database unreachable / unknown job / state does not allow it, 2 usage or
@@ -154,3 +157,162 @@ def cancel_cmd(job_id, database_url) -> None:
     url = resolve_database_url(database_url)
     job = _fail_on_model_errors(lambda: _run(url, lambda conn: cancel_job(conn, job_id)))
     click.echo(f"job {job.id}: {job.status}")
+
+
+# --- reports: what the robot did --------------------------------------------------------------
+
+def parse_since(value: str | None):
+    """YYYY-MM-DD (midnight, this host's zone) or an ISO date-time (no zone: this host's)."""
+    from datetime import date, datetime, time
+
+    if value is None:
+        return None
+    try:
+        parsed = (datetime.combine(date.fromisoformat(value), time()) if len(value) == 10
+                  else datetime.fromisoformat(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[+03:00]",
+                                 param_hint="--since") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def _write_csv(url: str, flt, target: str) -> int:
+    """The CSV export to ``target`` (``-``: stdout). A file is written next to its final name and
+    renamed when complete, so a failed export never leaves half a file under that name."""
+    import os
+    import tempfile
+
+    from ivr.notify.report import write_attempts_csv
+
+    if target == "-":
+        stream = click.get_text_stream("stdout", encoding="utf-8")
+        n = _run(url, lambda conn: write_attempts_csv(conn, flt, stream))
+        stream.flush()
+        return n
+    path = Path(target)
+    if path.is_dir():
+        raise click.BadParameter(f"{target} is a folder", param_hint="--csv")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            n = _run(url, lambda conn: write_attempts_csv(conn, flt, out))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+@notify_group.command("status")
+@click.option("--status", "statuses", multiple=True, metavar="STATE",
+              help="Only jobs in this state (repeatable): pending, scheduled, dialing, sent, confirmed, "
+                   "not_received, delivered, no_action, exhausted, expired, cancelled, failed")
+@click.option("--template", help="Only jobs of this template")
+@click.option("--since", metavar="DATE", help="Only jobs created since DATE (YYYY-MM-DD or ISO date-time)")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="Table rows (the counts and the CSV cover every matching job)")
+@click.option("--csv", "csv_target", metavar="FILE|-",
+              help="Export the matching jobs with their attempts as CSV (UTF-8, header row) to FILE or stdout")
+@database_option
+def status_cmd(statuses, template, since, limit, csv_target, database_url) -> None:
+    """Jobs as a table (newest first) with per-status counts, or a CSV export of their attempts."""
+    from ivr.notify.report import JobFilter, format_counts, format_table, job_lines, status_counts
+
+    try:
+        flt = JobFilter(statuses=tuple(statuses), template=template, since=parse_since(since))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--status") from None
+    url = resolve_database_url(database_url)
+    if csv_target:
+        n = _write_csv(url, flt, csv_target)
+        if csv_target != "-":
+            click.echo(f"{n} rows written to {csv_target}", err=True)
+        return
+
+    async def work(conn):
+        return await job_lines(conn, flt, limit=limit), await status_counts(conn, flt)
+
+    lines, counts = _run(url, work)
+    if not lines:
+        click.echo("no jobs")
+        return
+    click.echo(format_table(lines))
+    total = sum(counts.values())
+    if total > len(lines):
+        click.echo(f"(showing the newest {len(lines)} of {total}; --limit for more, --csv for all)")
+    click.echo(format_counts(counts))
+
+
+@notify_group.command("attempts")
+@click.argument("job_id", type=int)
+@database_option
+def attempts_cmd(job_id, database_url) -> None:
+    """One job's attempts: times (client's local time), cause, hangup cause, digits, prompt."""
+    from ivr.notify.report import format_attempts, job_attempt_lines
+
+    url = resolve_database_url(database_url)
+    job, attempts = _run(url, lambda conn: job_attempt_lines(conn, job_id))
+    if job is None:
+        raise click.ClickException(f"notification job {job_id} not found")
+    click.echo(format_attempts(job, attempts))
+
+
+@notify_group.command("webhooks")
+@click.option("--send", "mode", flag_value="once", help="Send the rows due now once, then show the queue")
+@click.option("--run", "mode", flag_value="run", help="Keep sending until interrupted (Ctrl-C)")
+@click.option("--url", envvar="IVR_WEBHOOK_URL", default=None,
+              help="CRM webhook URL (default: IVR_WEBHOOK_URL); the secret is IVR_WEBHOOK_SECRET, never an option")
+@click.option("--timeout", type=click.FloatRange(0.1, 120), default=10.0, show_default=True)
+@database_option
+def webhooks_cmd(mode, url, timeout, database_url) -> None:
+    """The CRM webhook outbox: delivered / waiting / retrying, the latest failures; --send, --run."""
+    import asyncio
+    import os
+
+    from sqlalchemy import text as sql
+
+    from ivr.notify.webhook import WebhookSender, queue_counts
+
+    db_url = resolve_database_url(database_url)
+
+    if mode is not None:
+        if not url:
+            raise click.UsageError("no webhook URL: give --url or set IVR_WEBHOOK_URL")
+        from models.db import make_async_engine
+
+        async def send() -> None:
+            engine = make_async_engine(db_url)
+            sender = WebhookSender(engine, url, os.environ.get("IVR_WEBHOOK_SECRET") or None, timeout=timeout)
+            try:
+                if mode == "once":
+                    while await sender.send_due_once() >= sender.batch:
+                        pass
+                else:
+                    await sender.run()
+            finally:
+                await sender.close()
+                await engine.dispose()
+
+        _run(db_url, lambda conn: _noop())  # reachability check with the usual message
+        try:
+            asyncio.run(send())
+        except KeyboardInterrupt:
+            pass
+
+    async def work(conn):
+        counts = await queue_counts(conn)
+        failing = (await conn.execute(sql(
+            "SELECT id, job_id, tries, next_try_at, last_error FROM webhook_deliveries "
+            "WHERE delivered_at IS NULL AND tries > 0 ORDER BY next_try_at LIMIT 10"))).mappings().all()
+        return counts, failing
+
+    counts, failing = _run(db_url, work)
+    click.echo("  ".join(f"{k} {v}" for k, v in counts.items()))
+    for row in failing:
+        click.echo(f"  #{row['id']} job {row['job_id']}: {row['tries']} tries, "
+                   f"next {row['next_try_at']:%Y-%m-%d %H:%M:%S %Z}, last error: {_p(row['last_error'] or '-')}")
+
+
+async def _noop() -> None:
+    return None
