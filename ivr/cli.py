@@ -140,6 +140,8 @@ def _register_capability_commands() -> None:
     register_clients(main)
     from ivr.notify.cli import notify_group
     main.add_command(notify_group, "notify")
+    from ivr.notify.cli import status_cmd
+    main.add_command(status_cmd, "notifications")   # issue 4: `ivr notifications --status ...`
 
 
 _register_capability_commands()

@@ -112,6 +112,34 @@ class Settings:
     # Greeting call flow: how long to wait for the one digit after the greeting ends.
     digit_timeout: float = 5.0
 
+    # --- the confirmation robot (ivr-robot: dialer, notifications API, webhook, SMS) ----------
+    company_name: str = ""
+    # Caller ID of the robot's calls (E.164; default: the public number, so a call back reaches us).
+    robot_caller_id: str = ""
+    # PJSIP endpoint of the outbound trunk; originates go to PJSIP/<number>@<trunk>.
+    outbound_trunk: str = "carrier"
+    # Stable name of this dialer process: its ARI app is "<ari_app>-robot-<worker>", so a
+    # restarted dialer gets back the calls it left in Asterisk. One name per process.
+    dialer_worker: str = "dialer1"
+    dialer_max_channels: int = 10        # concurrent outbound calls of this dialer
+    dialer_cps: float = 5.0              # new calls per second
+    dialer_client_interval: float = 600.0  # seconds between two calls to the same client
+    dialer_ring_timeout: int = 30        # seconds the client's phone rings before "no answer"
+    robot_digit_timeout: float = 6.0     # after the prompt ends, seconds to wait for a key
+    robot_total_timeout: float = 120.0   # a robot call never lasts longer than this after answer
+    api_port: int = 8091                 # notifications HTTP API (loopback by default)
+    api_token: str = field(default="", repr=False)
+    webhook_url: str = ""                # CRM URL told about final results ("" = keep queued)
+    webhook_secret: str = field(default="", repr=False)
+    smpp_host: str = ""                  # SMSC; "" = SMS channel off (jobs wait)
+    smpp_port: int = 2775
+    smpp_system_id: str = ""
+    smpp_password: str = field(default="", repr=False)
+    sms_source: str = ""                 # sender name/number of SMS (default: the public number)
+    sms_http_url: str = ""               # HTTP SMS gateway instead of SMPP
+    sms_http_token: str = field(default="", repr=False)
+    tts_cache_mb: int = 512
+
     # Asterisk: chroot image (private install) and the name of the instance inside it.
     asterisk_root: Path = PROJECT_ROOT / ".cache" / "asterisk-root"
     asterisk_instance: str = "main"
@@ -162,7 +190,51 @@ _ENV_MAP = {
     "IVR_ASTERISK_ROOT": ("asterisk_root", lambda n, v: Path(v)),
     "IVR_ASTERISK_INSTANCE": ("asterisk_instance", lambda n, v: _checked(n, v, _NAME_RE, "instance name")),
     "IVR_STATE_DIR": ("state_dir", lambda n, v: Path(v)),
+    "IVR_COMPANY_NAME": ("company_name", lambda n, v: _text(n, v, 100)),
+    "IVR_ROBOT_CALLER_ID": ("robot_caller_id", lambda n, v: v),
+    "IVR_OUTBOUND_TRUNK": ("outbound_trunk", lambda n, v: _checked(n, v, _NAME_RE, "endpoint name")),
+    "IVR_DIALER_WORKER": ("dialer_worker", lambda n, v: _checked(n, v, _NAME_RE, "worker name")),
+    "IVR_DIALER_MAX_CHANNELS": ("dialer_max_channels", lambda n, v: _int(n, v, 1, 1000)),
+    "IVR_DIALER_CPS": ("dialer_cps", lambda n, v: _float(n, v, minimum=0.1)),
+    "IVR_DIALER_CLIENT_INTERVAL": ("dialer_client_interval", lambda n, v: _float(n, v)),
+    "IVR_DIALER_RING_TIMEOUT": ("dialer_ring_timeout", lambda n, v: _int(n, v, 5, 120)),
+    "IVR_ROBOT_DIGIT_TIMEOUT": ("robot_digit_timeout", lambda n, v: _float(n, v, minimum=1.0)),
+    "IVR_ROBOT_TOTAL_TIMEOUT": ("robot_total_timeout", lambda n, v: _float(n, v, minimum=10.0)),
+    "IVR_API_PORT": ("api_port", _port),
+    "IVR_API_TOKEN": ("api_token", lambda n, v: _checked(n, v, _SECRET_RE, "token (12-128 chars of A-Za-z0-9_-.~+/=)")),
+    "IVR_WEBHOOK_URL": ("webhook_url", lambda n, v: _url(n, v)),
+    "IVR_WEBHOOK_SECRET": ("webhook_secret", lambda n, v: _checked(n, v, _SECRET_RE, "secret")),
+    "IVR_SMPP_HOST": ("smpp_host", lambda n, v: v and _checked(n, v, _HOST_RE, "host")),
+    "IVR_SMPP_PORT": ("smpp_port", _port),
+    "IVR_SMPP_SYSTEM_ID": ("smpp_system_id", lambda n, v: _text(n, v, 15)),
+    "IVR_SMPP_PASSWORD": ("smpp_password", lambda n, v: _text(n, v, 8)),
+    "IVR_SMS_SOURCE": ("sms_source", lambda n, v: _text(n, v, 20)),
+    "IVR_SMS_HTTP_URL": ("sms_http_url", lambda n, v: _url(n, v)),
+    "IVR_SMS_HTTP_TOKEN": ("sms_http_token", lambda n, v: _text(n, v, 256)),
+    "IVR_TTS_CACHE_MB": ("tts_cache_mb", lambda n, v: _int(n, v, 1, 100_000)),
 }
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _text(name: str, raw: str, limit: int) -> str:
+    if len(raw) > limit or any(ord(c) < 32 for c in raw):
+        raise ConfigError(f"{name}: at most {limit} printable characters")
+    return raw
+
+
+def _url(name: str, raw: str) -> str:
+    if raw and not re.fullmatch(r"https?://[^\s]{1,500}", raw):
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL")
+    return raw
 
 
 def load_settings(environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
@@ -183,6 +255,11 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
         normalize_phone(settings.public_number)
     except PhoneNumberError as exc:
         raise ConfigError(f"IVR_PUBLIC_NUMBER: {exc}") from None
+    if settings.robot_caller_id:
+        try:
+            settings = replace(settings, robot_caller_id=normalize_phone(settings.robot_caller_id))
+        except PhoneNumberError as exc:
+            raise ConfigError(f"IVR_ROBOT_CALLER_ID: {exc}") from None
     return settings
 
 
@@ -192,6 +269,7 @@ def generate_env_file(path: Path = DEFAULT_ENV_FILE, **extra: str) -> Path:
     wanted = {
         "IVR_ARI_PASSWORD": existing.get("IVR_ARI_PASSWORD") or secrets.token_urlsafe(24),
         "IVR_AMI_SECRET": existing.get("IVR_AMI_SECRET") or secrets.token_urlsafe(24),
+        "IVR_API_TOKEN": existing.get("IVR_API_TOKEN") or secrets.token_urlsafe(24),
     }
     merged = {**existing, **wanted, **extra}
     path.parent.mkdir(parents=True, exist_ok=True)

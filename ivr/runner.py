@@ -55,11 +55,14 @@ async def fetch_health(settings: Settings, timeout: float = 5.0) -> dict:
 
 
 class ControllerProcess:
+    MODULE = "ivr.controller"
+    NAME = "controller"
+
     def __init__(self, settings: Settings, log_path: Path | None = None,
                  env_overrides: dict[str, str] | None = None):
         self.settings = settings
-        self.log_path = log_path or settings.state_dir / f"controller-{settings.asterisk_instance}.log"
-        self.pid_path = settings.state_dir / f"controller-{settings.asterisk_instance}.pid"
+        self.log_path = log_path or settings.state_dir / f"{self.NAME}-{settings.asterisk_instance}.log"
+        self.pid_path = settings.state_dir / f"{self.NAME}-{settings.asterisk_instance}.pid"
         self.env = settings_env(settings) | (env_overrides or {})
         self.proc: subprocess.Popen | None = None
         self._log_offset = 0
@@ -69,7 +72,7 @@ class ControllerProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ivr.controller"], env=self.env, cwd=PROJECT_ROOT,
+            [sys.executable, "-m", self.MODULE], env=self.env, cwd=PROJECT_ROOT,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detached,
         )
         log.close()
@@ -81,15 +84,25 @@ class ControllerProcess:
         last: dict | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"controller exited with code {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+                raise RuntimeError(f"{self.NAME} exited with code {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             try:
-                last = asyncio.run(fetch_health(self.settings))
+                last = asyncio.run(self.fetch_health())
                 if last.get("ok"):
                     return last
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"controller not healthy after {timeout:.0f}s: {last}\n{self.log_text()[-3000:]}")
+        raise RuntimeError(f"{self.NAME} not healthy after {timeout:.0f}s: {last}\n{self.log_text()[-3000:]}")
+
+    async def fetch_health(self) -> dict:
+        return await fetch_health(self.settings)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (crash-safety tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.pid_path.unlink(missing_ok=True)
 
     def log_text(self, *, since_start: bool = True) -> str:
         if not self.log_path.exists():
@@ -111,6 +124,43 @@ class ControllerProcess:
                 self.proc.wait()
         self.pid_path.unlink(missing_ok=True)
         return self.proc.returncode
+
+
+class RobotProcess(ControllerProcess):
+    """``ivr-robot`` (dialer, notifications API, webhook, SMS); healthy = its ARI app connected."""
+    MODULE = "ivr.notify.service"
+    NAME = "robot"
+
+    async def fetch_health(self) -> dict:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{self.settings.bind_host}:{self.settings.api_port}/health",
+                                   timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return await resp.json()
+
+
+def robot_env(settings: Settings) -> dict[str, str]:
+    """The robot's settings beyond the controller's (settings_env) as environment variables."""
+    env = {
+        "IVR_API_PORT": str(settings.api_port), "IVR_API_TOKEN": settings.api_token,
+        "IVR_COMPANY_NAME": settings.company_name, "IVR_OUTBOUND_TRUNK": settings.outbound_trunk,
+        "IVR_DIALER_WORKER": settings.dialer_worker, "IVR_DIALER_MAX_CHANNELS": str(settings.dialer_max_channels),
+        "IVR_DIALER_CPS": str(settings.dialer_cps), "IVR_DIALER_CLIENT_INTERVAL": str(settings.dialer_client_interval),
+        "IVR_DIALER_RING_TIMEOUT": str(settings.dialer_ring_timeout),
+        "IVR_ROBOT_DIGIT_TIMEOUT": str(settings.robot_digit_timeout),
+        "IVR_ROBOT_TOTAL_TIMEOUT": str(settings.robot_total_timeout),
+        "IVR_ASTERISK_ROOT": str(settings.asterisk_root), "IVR_ASTERISK_INSTANCE": settings.asterisk_instance,
+        "IVR_TTS_CACHE_MB": str(settings.tts_cache_mb),
+    }
+    for key, value in (("IVR_ROBOT_CALLER_ID", settings.robot_caller_id), ("IVR_WEBHOOK_URL", settings.webhook_url),
+                       ("IVR_WEBHOOK_SECRET", settings.webhook_secret), ("IVR_SMPP_HOST", settings.smpp_host),
+                       ("IVR_SMPP_SYSTEM_ID", settings.smpp_system_id),
+                       ("IVR_SMPP_PASSWORD", settings.smpp_password), ("IVR_SMS_SOURCE", settings.sms_source),
+                       ("IVR_SMS_HTTP_URL", settings.sms_http_url), ("IVR_SMS_HTTP_TOKEN", settings.sms_http_token)):
+        if value:
+            env[key] = value
+    if settings.smpp_host:
+        env["IVR_SMPP_PORT"] = str(settings.smpp_port)
+    return env
 
 
 def stop_controller(settings: Settings, timeout: float = 15.0) -> int | None:

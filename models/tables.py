@@ -400,6 +400,8 @@ class NotificationAttempt(Base):
         CheckConstraint("channel IN ('call', 'sms')", name="channel_known"),
         CheckConstraint(_in_list("state", NOTIFY_ATTEMPT_STATES), name="state_known"),
         CheckConstraint("attempt_no >= 1", name="attempt_no_positive"),
+        Index("ix_notification_attempts_sms_message_id", "sms_message_id",
+              postgresql_where=text("sms_message_id IS NOT NULL")),
     )
 
 

@@ -97,6 +97,23 @@ class CallDispatcher:
             return
         session.deliver(event)
 
+    def open_session(self, channel_id: str) -> CallSession:
+        """A session for a channel we are about to originate, run by the caller's own task: the
+        channel's events (state changes, ChannelDestroyed with the cause, StasisStart on answer)
+        reach it from the first one on. ``close_session`` when done."""
+        if channel_id in self._routes:
+            raise ValueError(f"channel {channel_id} already has a session")
+        session = CallSession(self, channel_id)
+        self._routes[channel_id] = session
+        self._sessions.add(session)
+        return session
+
+    def close_session(self, session: CallSession) -> None:
+        for cid in session.channel_ids:
+            if self._routes.get(cid) is session:
+                del self._routes[cid]
+        self._sessions.discard(session)
+
     def _start(self, channel_id: str, first_event: AriEvent) -> CallSession:
         session = CallSession(self, channel_id)
         self._routes[channel_id] = session

@@ -85,6 +85,7 @@ WITH stale AS (
       AND j.attempts_made = a.attempt_no
       AND (a.channel_id IS NULL OR NOT (a.channel_id = ANY(CAST(:live AS text[]))))
       AND (a.channel = 'call' OR a.sms_message_id IS NULL)
+      AND (CAST(:claimed_by AS text) IS NULL OR j.claimed_by = :claimed_by)
     FOR UPDATE OF a, j SKIP LOCKED
 ), failed AS (
     UPDATE notification_attempts a
@@ -134,11 +135,12 @@ async def claim_due_jobs(conn: AsyncConnection, *, worker: str, now: datetime, l
 
 
 async def release_stale(conn: AsyncConnection, *, older_than: datetime, live_channel_ids: set[str],
-                        now: datetime | None = None) -> int:
+                        now: datetime | None = None, claimed_by: str | None = None) -> int:
     """Reconcile attempts a crashed dialer left ``dialing``: started before ``older_than`` and
     whose channel is not among Asterisk's ``live_channel_ids`` (or was never recorded). Each is
     failed with cause ``dialer_crashed`` and its job released to ``scheduled``, due at ``now``
-    (default ``older_than``). Returns the number of jobs released. Rows another transaction holds
+    (default ``older_than``); with ``claimed_by`` only that dialer's (a dialer restarting reconciles
+    its own at once; others' only when older than any call can last). Returns the number of jobs released. Rows another transaction holds
     are skipped (a dialer finishing the attempt right now); run it again later.
     """
     if older_than.tzinfo is None or (now is not None and now.tzinfo is None):
@@ -146,6 +148,6 @@ async def release_stale(conn: AsyncConnection, *, older_than: datetime, live_cha
     result = await conn.execute(RELEASE_SQL, {
         "older_than": older_than, "now": now or older_than, "live": sorted(live_channel_ids),
         "attempt_state": ATTEMPT_DIALING, "dialing": DIALING, "failed": ATTEMPT_FAILED, "cause": CRASH_CAUSE,
-        "released": RELEASED,
+        "released": RELEASED, "claimed_by": claimed_by,
     })
     return len(result.all())

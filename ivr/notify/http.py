@@ -32,7 +32,11 @@ OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 TOKEN_ENV = "IVR_API_TOKEN"
 MIN_TOKEN_LENGTH = 16
 MAX_BODY = 64 * 1024
-PUBLIC_PATHS = frozenset({"/openapi.yaml"})
+# /sms/receipts: the HTTP SMS gateway's delivery reports, checked by their own callback secret.
+PUBLIC_PATHS = frozenset({"/openapi.yaml", "/health", "/sms/receipts"})
+# The prompt cache for an Asterisk on another host (res_http_media_cache sends no token); names
+# are unguessable sha256 digests and the API binds to loopback unless the admin opens it.
+PUBLIC_PREFIXES = ("/tts/",)
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 TEMPLATES = web.AppKey("templates", TemplateStore)
@@ -53,7 +57,7 @@ def _error(status: int, field: str | None, message: str) -> web.Response:
 
 @web.middleware
 async def _auth(request: web.Request, handler):
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")

@@ -193,19 +193,26 @@ async def finish_attempt(conn: AsyncConnection, attempt_id: int, result: Attempt
     else:
         decision = next_attempt(policy, result.outcome, row.attempts_made, now, tz, deadline=row.deadline_at)
         reason = decision.reason
+        sms_at = (policy.window.clamp(now, tz)
+                  if decision.result == "exhausted" and policy.sms_after_calls and row.attempt_channel == "call"
+                  else None)
         if decision.kind == "retry":
             event, status_result, next_at = "retry", (result.outcome if result.outcome == "no_action" else None), decision.at
-        elif (decision.result == "exhausted" and policy.sms_after_calls and row.attempt_channel == "call"):
-            # The calls ran out: the text goes as an SMS instead, inside the window.
+        elif sms_at is not None and (row.deadline_at is None or sms_at <= row.deadline_at):
+            # The calls ran out: the text goes as an SMS instead, inside the window (and before
+            # the deadline: a slot after it would never be claimed, the job would never end).
             event, status_result = "retry", None
-            next_at = policy.window.clamp(now, tz)
+            next_at = sms_at
             channel, max_attempts = "sms", row.max_attempts + policy.sms_attempts
             reason += f"; switching to SMS ({policy.sms_attempts} attempts)"
         else:
             event = {"confirmed": "confirmed", "not_received": "not_received",
                      "exhausted": "exhaust", "expired": "expire"}[decision.result]
             status_result, next_at = decision.result, None
-    status = transition(row.status, event)
+    from_status = row.status
+    if delivered and from_status == "dialing":   # the receipt overtook mark_sms_sent's commit
+        from_status = transition(from_status, "sent")
+    status = transition(from_status, event)
     await conn.execute(_WRITE_JOB, {
         "job_id": row.job_id, "status": status, "result": status_result, "next_at": next_at,
         "channel": channel, "max_attempts": max_attempts, "now": now,

@@ -349,6 +349,9 @@ class SmppSender:
         self._closing = False
         self._receipts: asyncio.Queue[DeliveryReceipt] = asyncio.Queue()
         self._segment_parent: dict[str, str] = {}
+        # sequence of a submit_sm of a later segment -> message id of the first segment: the link
+        # is made as the response is read, before a receipt of that segment can be handled.
+        self._pending_parent: dict[int, str] = {}
 
     @property
     def connected(self) -> bool:
@@ -447,8 +450,10 @@ class SmppSender:
             raise SmppUnavailable("not connected to SMSC")
         self._writer.write(data)
 
-    async def _request(self, command_id: int, body: bytes = b"") -> Pdu:
+    async def _request(self, command_id: int, body: bytes = b"", parent: Optional[str] = None) -> Pdu:
         seq = next(self._seq)
+        if parent is not None:
+            self._pending_parent[seq] = parent
         fut = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
         try:
@@ -459,12 +464,16 @@ class SmppSender:
                                   f"within {self.timeout}s") from exc
         finally:
             self._pending.pop(seq, None)
+            self._pending_parent.pop(seq, None)
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         try:
             while True:
                 pdu = await read_pdu(reader)
                 if pdu.is_response:
+                    parent = self._pending_parent.pop(pdu.sequence, None)
+                    if parent is not None and pdu.command_status == ESME_ROK and pdu.body:
+                        self._segment_parent[read_cstr(pdu.body, 0)[0]] = parent
                     fut = self._pending.get(pdu.sequence)
                     if fut and not fut.done():
                         fut.set_result(pdu)
@@ -547,7 +556,7 @@ class SmppSender:
             body = ShortMessage(src, dst, payload, src_ton, src_npi, dst_ton, dst_npi,
                                 esm_class=esm_class, data_coding=DATA_CODING_UCS2,
                                 registered_delivery=1).encode()
-            resp = await self._request(SUBMIT_SM, body)
+            resp = await self._request(SUBMIT_SM, body, parent=ids[0] if ids else None)
             if resp.command_status != ESME_ROK:
                 raise SmppSubmitError(resp.command_status, e164)
             message_id, _ = read_cstr(resp.body, 0) if resp.body else ("", 0)

@@ -450,10 +450,8 @@ async def test_everything_rolls_back_with_the_callers_transaction(engine, templa
     assert done.status == "not_received" and len(await tasks_of(engine, job.id)) == 1
 
 
-# --- known gaps in outcomes.py (xfail until fixed; drop the marks with the fix) -----------------
+# --- edge cases: SMS switch after the deadline, a receipt overtaking mark_sms_sent --------------
 
-@pytest.mark.xfail(reason="outcomes.py: the SMS switch after the last call ignores the job's deadline; "
-                          "the job is left 'scheduled' past its deadline, never claimed, never final")
 async def test_sms_switch_past_the_deadline_ends_exhausted(engine, templates):
     policies = parse_policies("defaults:\n  sms_after_calls: true\n")
     job, _ = await new_job(engine, templates, max_attempts=1, deadline=datetime(2026, 12, 1, 19, 30, tzinfo=MSK))
@@ -466,8 +464,6 @@ async def test_sms_switch_past_the_deadline_ends_exhausted(engine, templates):
     assert len(await webhooks_of(engine, job.id)) == 1
 
 
-@pytest.mark.xfail(reason="outcomes.py: a delivery receipt processed before mark_sms_sent committed "
-                          "raises InvalidTransition('dialing', 'delivered') and is lost")
 async def test_receipt_that_overtakes_mark_sms_sent_is_delivered(engine, templates):
     job, _ = await new_job(engine, templates, channel="sms")
     claimed = await claim_one(engine)

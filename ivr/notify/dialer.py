@@ -1,0 +1,425 @@
+"""The dialer: claims due notification jobs and works them, within limits, safely.
+
+Each tick (every ``poll_s``):
+
+1. **claim** up to the free channel count of due jobs (``claim_due_jobs``: ``FOR UPDATE SKIP
+   LOCKED``, attempt row in the same statement), and in the same transaction check each one:
+   * the number is on the do-not-call list -> the job fails (``do_not_call``), no attempt kept;
+   * the client's local call window is closed -> the job goes back, due when it opens;
+   * the client was contacted less than ``client_interval`` ago (any job), or another job of
+     his is in this batch -> the job goes back, due when the interval has passed;
+   * the call attempts get their channel id ``robot-<attempt id>`` (ours, before the originate).
+   A job put back loses the attempt row it got in this transaction: nothing was tried.
+   Then **commit** - the attempt exists before any originate.
+2. **originate** the calls at no more than ``cps`` per second over ARI through the configured
+   PJSIP trunk with the company's caller ID; the prompt is rendered (or found in the cache)
+   *before* the originate. SMS jobs go to the SMS channel.
+3. each call runs as a RobotCall in its own task; its result is recorded by ``finish_attempt``
+   (retried while the database is down, so a result is never dropped while we live).
+
+Crash safety: a dialer killed at any point leaves at most attempts in ``dialing``. On start it
+reconciles its own (``claimed_by`` = its worker name) against Asterisk's live channels: a call
+still up is adopted by the ARI dispatcher (same app name) and finished; the rest are failed
+with ``dialer_crashed`` and their jobs rescheduled (attempt n+1, never n again). Attempts of a
+worker that never came back are swept the same way once they are older than any call can be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ivr.ari import AriClient, AriError, AriEvent, AriUnavailable, CallDispatcher, CallSession
+from ivr.notify.claim import ClaimedJob, claim_due_jobs, release_stale
+from ivr.notify.jobs import transition
+from ivr.notify.outcomes import AttemptResult, finish_attempt
+from ivr.notify.retry import PolicySet
+from ivr.notify.robot_call import RobotCall, RobotPrompts, RobotTimings, is_recovered
+from ivr.notify.window import client_timezone
+from ivr.speech.normalize import normalize_for_speech
+from ivr.speech.tts import Synthesizer, TtsError
+
+log = logging.getLogger("ivr.notify.dialer")
+
+CHANNEL_PREFIX = "robot-"
+CLOSING_TEXTS = {
+    "confirmed": "Спасибо! До свидания.",
+    "not_received": "Спасибо. Ваш менеджер свяжется с вами. До свидания.",
+    "no_action": "Мы перезвоним вам позже. До свидания.",
+}
+PUT_BACK = transition("dialing", "release")
+FAILED = transition("dialing", "fail")
+
+
+@dataclass(frozen=True)
+class DialerLimits:
+    max_channels: int = 10
+    cps: float = 5.0
+    client_interval_s: float = 600.0
+    poll_s: float = 0.5
+    sms_batch: int = 20
+
+
+def channel_id_of(attempt_id: int) -> str:
+    return f"{CHANNEL_PREFIX}{attempt_id}"
+
+
+def attempt_id_of(channel_id: str) -> int | None:
+    if channel_id.startswith(CHANNEL_PREFIX) and channel_id[len(CHANNEL_PREFIX):].isdigit():
+        return int(channel_id[len(CHANNEL_PREFIX):])
+    return None
+
+
+_CHECK_FACTS = text("""
+SELECT c.id AS client_id, c.timezone,
+       (SELECT max(a.started_at) FROM notification_attempts a JOIN notification_jobs j ON j.id = a.job_id
+        WHERE j.client_id = c.id AND NOT (a.id = ANY(CAST(:attempt_ids AS bigint[])))) AS last_contact
+FROM clients c WHERE c.id = ANY(CAST(:client_ids AS int[]))
+""")
+_DNC = text("SELECT e164 FROM do_not_call WHERE e164 = ANY(CAST(:phones AS text[]))")
+_PUT_BACK = text("""
+WITH gone AS (DELETE FROM notification_attempts WHERE id = :attempt_id RETURNING job_id)
+UPDATE notification_jobs SET status = :status, attempts_made = attempts_made - 1, next_attempt_at = :at,
+       claimed_by = NULL, claimed_at = NULL, updated_at = now()
+WHERE id = (SELECT job_id FROM gone)
+""")
+_FAIL_DNC = text("""
+WITH gone AS (DELETE FROM notification_attempts WHERE id = :attempt_id RETURNING job_id),
+     job AS (
+       UPDATE notification_jobs SET status = :status, result = 'failed', attempts_made = attempts_made - 1,
+              next_attempt_at = NULL, claimed_by = NULL, claimed_at = NULL, updated_at = now()
+       WHERE id = (SELECT job_id FROM gone)
+       RETURNING id, external_id, e164, template)
+INSERT INTO webhook_deliveries (job_id, event, payload)
+SELECT id, 'job.final', jsonb_build_object('event', 'job.final', 'job_id', id, 'external_id', external_id,
+       'status', 'failed', 'result', 'failed', 'reason', 'do_not_call', 'phone', e164, 'template', template)
+FROM job ON CONFLICT (job_id, event) DO NOTHING
+""")
+_SET_CHANNEL_IDS = text("""
+UPDATE notification_attempts SET channel_id = 'robot-' || id WHERE id = ANY(CAST(:ids AS bigint[]))
+""")
+_EXPIRE = text("""
+WITH expired AS (
+  UPDATE notification_jobs SET status = 'expired', result = 'expired', next_attempt_at = NULL, updated_at = :now
+  WHERE status IN ('pending', 'scheduled', 'no_action') AND deadline_at IS NOT NULL AND deadline_at <= :now
+  RETURNING id, external_id, e164, template, attempts_made)
+INSERT INTO webhook_deliveries (job_id, event, payload, next_try_at)
+SELECT id, 'job.final', jsonb_build_object('event', 'job.final', 'job_id', id, 'external_id', external_id,
+       'status', 'expired', 'result', 'expired', 'phone', e164, 'template', template,
+       'attempts_made', attempts_made, 'at', CAST(:now_text AS text)), :now
+FROM expired ON CONFLICT (job_id, event) DO NOTHING
+RETURNING job_id
+""")
+_ATTEMPT_FOR_ADOPTION = text("""
+SELECT a.id AS attempt_id, a.state, j.status, j.attempts_made, a.attempt_no, j.prompt_text, j.claimed_by
+FROM notification_attempts a JOIN notification_jobs j ON j.id = a.job_id WHERE a.id = :id
+""")
+_UPCOMING_PROMPTS = text("""
+SELECT DISTINCT prompt_text FROM notification_jobs
+WHERE status IN ('pending', 'scheduled') AND next_attempt_at <= :until AND prompt_text IS NOT NULL
+LIMIT :limit
+""")
+
+
+class Dialer:
+    def __init__(self, *, engine: AsyncEngine, ari: AriClient, dispatcher: CallDispatcher, app: str,
+                 synthesizer: Synthesizer, policies: PolicySet, worker: str, trunk: str, caller_id: str,
+                 language: str, limits: DialerLimits = DialerLimits(), timings: RobotTimings = RobotTimings(),
+                 sms=None, clock: Callable[[], datetime] | None = None):
+        self.engine = engine
+        self.ari = ari
+        self.dispatcher = dispatcher
+        self.app = app
+        self.synthesizer = synthesizer
+        self.policies = policies
+        self.worker = worker
+        self.trunk = trunk
+        self.caller_id = caller_id
+        self.language = language
+        self.limits = limits
+        self.timings = timings
+        self.sms = sms                      # ivr.notify.sms_channel.SmsChannel or None
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self._calls: set[asyncio.Task] = set()
+        self._sms_tasks: set[asyncio.Task] = set()
+        self._next_originate = 0.0
+        self._closing: dict[str, object] = {}
+        self._stop = asyncio.Event()
+        self.placed = 0
+        self.finished = 0
+
+    # --- public ------------------------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    async def prepare(self) -> None:
+        """Render the fixed phrases; before the ARI stream starts (an adopted call needs them)."""
+        for key, phrase in CLOSING_TEXTS.items():
+            self._closing[key] = await self._speak(phrase)
+
+    async def start(self) -> None:
+        """Reconcile what a previous run of this worker left."""
+        if not self._closing:
+            await self.prepare()
+        await self.reconcile(own_only=True)
+
+    async def run(self) -> None:
+        await self.start()
+        last_sweep = 0.0
+        last_prerender = 0.0
+        log.info("event=dialer_started worker=%s app=%s trunk=%s max_channels=%d cps=%.1f", self.worker,
+                 self.app, self.trunk, self.limits.max_channels, self.limits.cps)
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+                mono = time.monotonic()
+                if mono - last_sweep > 60:
+                    last_sweep = mono
+                    await self.sweep()
+                if mono - last_prerender > 10:
+                    last_prerender = mono
+                    await self.prerender_upcoming()
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.warning("event=dialer_tick_failed reason=%r", str(exc)[:200])
+            except Exception as exc:  # database errors: keep going, calls in flight continue
+                if type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
+                    log.warning("event=dialer_tick_failed reason=%r", str(exc).splitlines()[0][:200])
+                else:
+                    raise
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.limits.poll_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let calls in flight finish (up to ``timeout``)."""
+        self._stop.set()
+        tasks = list(self._calls | self._sms_tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    # --- one tick ------------------------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Claim and start what is due; returns the number of jobs started."""
+        free = self.limits.max_channels - len(self._calls)
+        if free <= 0:
+            return 0
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            claimed = await claim_due_jobs(conn, worker=self.worker, now=now, limit=free)
+            if not claimed:
+                return 0
+            workable = await self._check(conn, claimed, now)
+        started = 0
+        for job in workable:
+            if job.channel == "sms":
+                task = asyncio.create_task(self._sms_attempt(job), name=f"sms-{job.attempt_id}")
+                self._sms_tasks.add(task)
+                task.add_done_callback(self._sms_tasks.discard)
+            else:
+                await self._pace()
+                task = asyncio.create_task(self._call_attempt(job), name=f"call-{job.attempt_id}")
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+            started += 1
+        return started
+
+    async def _check(self, conn: AsyncConnection, claimed: list[ClaimedJob], now: datetime) -> list[ClaimedJob]:
+        facts = {r.client_id: r for r in (await conn.execute(_CHECK_FACTS, {
+            "client_ids": sorted({j.client_id for j in claimed}),
+            "attempt_ids": [j.attempt_id for j in claimed]})).all()}
+        dnc = {r.e164 for r in (await conn.execute(_DNC, {"phones": sorted({j.e164 for j in claimed})})).all()}
+        workable: list[ClaimedJob] = []
+        seen_clients: set[int] = set()
+        interval = timedelta(seconds=self.limits.client_interval_s)
+        for job in claimed:
+            fact = facts.get(job.client_id)
+            tz = client_timezone(fact.timezone if fact else None, job.e164)
+            window = self.policies.for_template(job.template).window
+            if job.e164 in dnc:
+                await conn.execute(_FAIL_DNC, {"attempt_id": job.attempt_id, "status": FAILED})
+                log.info("event=job_refused job_id=%s reason=do_not_call", job.job_id)
+                continue
+            if job.channel == "sms" and self.sms is None:
+                await self._put_back(conn, job, now + timedelta(minutes=10), "no SMS channel configured")
+                continue
+            if not window.is_open(now, tz):
+                await self._put_back(conn, job, window.next_open(now, tz), f"call window closed ({tz.key})")
+                continue
+            last = fact.last_contact if fact else None
+            if job.client_id in seen_clients or (last is not None and now - last < interval):
+                at = max(now, (last or now) + interval)
+                await self._put_back(conn, job, window.clamp(at, tz), "client contacted recently")
+                continue
+            seen_clients.add(job.client_id)
+            workable.append(job)
+        calls = [j.attempt_id for j in workable if j.channel == "call"]
+        if calls:
+            await conn.execute(_SET_CHANNEL_IDS, {"ids": calls})
+        return workable
+
+    async def _put_back(self, conn: AsyncConnection, job: ClaimedJob, at: datetime, reason: str) -> None:
+        await conn.execute(_PUT_BACK, {"attempt_id": job.attempt_id, "status": PUT_BACK, "at": at})
+        log.info("event=job_deferred job_id=%s until=%s reason=%r", job.job_id, at.isoformat(), reason)
+
+    async def _pace(self) -> None:
+        """At most ``cps`` originates per second (this dialer)."""
+        now = time.monotonic()
+        wait = self._next_originate - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._next_originate = max(now, self._next_originate) + 1.0 / self.limits.cps
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    async def _speak(self, written: str):
+        """The written prompt, normalised for speech (dates, numbers, «№»), rendered/cached."""
+        return await self.synthesizer.prompt(normalize_for_speech(written))
+
+    async def _prompts(self, text_: str) -> RobotPrompts:
+        main = await self._speak(text_)
+        return RobotPrompts(main=main, text=text_, **self._closing)  # type: ignore[arg-type]
+
+    async def _call_attempt(self, job: ClaimedJob) -> None:
+        channel_id = channel_id_of(job.attempt_id)
+        result: AttemptResult | None = None
+        session: CallSession | None = None
+        try:
+            try:
+                prompts = await self._prompts(job.prompt_text or "")
+            except (TtsError, ValueError) as exc:
+                log.error("event=prompt_render_failed job_id=%s reason=%r", job.job_id, str(exc)[:200])
+                result = AttemptResult("failure", "tts_failed", self.clock())
+                return
+            session = self.dispatcher.open_session(channel_id)
+            call = RobotCall(self.ari, session, prompts, self.timings, language=self.language, clock=self.clock)
+            try:
+                await self.ari.originate(
+                    f"PJSIP/{job.e164.lstrip('+')}@{self.trunk}", app=self.app,
+                    app_args=f"robot,{job.attempt_id}", channel_id=channel_id,
+                    caller_id=self.caller_id, timeout=self.timings.ring_timeout,
+                    variables={"IVR_JOB": str(job.job_id), "IVR_ATTEMPT": str(job.attempt_id)})
+            except AriUnavailable as exc:
+                result = AttemptResult("congestion", "asterisk_unavailable", self.clock())
+                log.warning("event=originate_failed job_id=%s reason=%r", job.job_id, str(exc)[:200])
+                return
+            except AriError as exc:
+                result = AttemptResult("failure", f"originate_refused {getattr(exc, 'status', '')}".strip(),
+                                       self.clock())
+                log.warning("event=originate_refused job_id=%s reason=%r", job.job_id, str(exc)[:200])
+                return
+            self.placed += 1
+            log.info("event=call_placed job_id=%s attempt=%s/%s channel=%s", job.job_id, job.attempt_no,
+                     job.max_attempts, channel_id)
+            result = await call.wait_for_answer()
+            if result is None:
+                result = await call.converse()
+        finally:
+            if session is not None:
+                self.dispatcher.close_session(session)
+            if result is not None:
+                await self.record(job.attempt_id, result)
+
+    async def adopt(self, session: CallSession, first_event: AriEvent) -> None:
+        """Flow for a channel of ours the dispatcher found without a task: answered after this
+        dialer restarted (StasisStart) or left up by the previous run (recovered)."""
+        args = first_event.args
+        attempt_id = int(args[1]) if len(args) > 1 and args[0] == "robot" and args[1].isdigit() else None
+        row = None
+        if attempt_id is not None:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(_ATTEMPT_FOR_ADOPTION, {"id": attempt_id})).first()
+        if row is None or row.state != "dialing" or row.status != "dialing" or row.attempts_made != row.attempt_no:
+            log.warning("event=orphan_channel_hung_up channel=%s attempt=%s", session.channel_id, attempt_id)
+            try:
+                await self.ari.hangup(session.channel_id)
+            except (AriError, AriUnavailable):
+                pass
+            return
+        log.info("event=call_adopted attempt=%s recovered=%s", attempt_id, is_recovered(first_event))
+        prompts = await self._prompts(row.prompt_text or "")
+        call = RobotCall(self.ari, session, prompts, self.timings, language=self.language, clock=self.clock)
+        result = await call.converse(recovered=True)
+        await self.record(attempt_id, result)
+
+    async def record(self, attempt_id: int, result: AttemptResult) -> None:
+        """finish_attempt, retried with backoff while the database is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    done = await finish_attempt(conn, attempt_id, result, policies=self.policies, now=self.clock())
+                self.finished += 1
+                log.info("event=attempt_recorded attempt=%s outcome=%s job_status=%s", attempt_id,
+                         result.outcome, done.status)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not type(exc).__module__.startswith(("sqlalchemy", "psycopg")) and not isinstance(exc, OSError):
+                    raise
+                log.warning("event=record_retry attempt=%s in=%.1fs reason=%r", attempt_id, delay,
+                            str(exc).splitlines()[0][:160])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _sms_attempt(self, job: ClaimedJob) -> None:
+        assert self.sms is not None
+        try:
+            await self.sms.deliver(job)
+        except Exception:
+            log.exception("event=sms_attempt_crashed job_id=%s", job.job_id)
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    async def reconcile(self, *, own_only: bool) -> int:
+        """Fail attempts left ``dialing`` whose channel Asterisk no longer has."""
+        try:
+            live = {c.id for c in await self.ari.channels()}
+        except (AriUnavailable, AriError) as exc:
+            log.warning("event=reconcile_skipped reason=%r", str(exc)[:200])
+            return 0
+        now = self.clock()
+        if own_only:
+            older_than = now
+        else:
+            # nobody's call lasts longer than this: its dialer is gone
+            older_than = now - timedelta(seconds=self.timings.ring_timeout + self.timings.total_timeout + 300)
+        async with self.engine.begin() as conn:
+            released = await release_stale(conn, older_than=older_than, live_channel_ids=live,
+                                           now=now, claimed_by=self.worker if own_only else None)
+        if released:
+            log.info("event=stale_attempts_released count=%d own_only=%s", released, own_only)
+        return released
+
+    async def sweep(self) -> None:
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            expired = (await conn.execute(_EXPIRE, {"now": now, "now_text": now.isoformat()})).all()
+        if expired:
+            log.info("event=jobs_expired count=%d", len(expired))
+        await self.reconcile(own_only=False)
+
+    async def prerender_upcoming(self, horizon_s: float = 300, limit: int = 200) -> int:
+        """Render the prompts of jobs due in the next minutes, so the dial never waits for TTS."""
+        async with self.engine.connect() as conn:
+            texts = [r[0] for r in (await conn.execute(_UPCOMING_PROMPTS, {
+                "until": self.clock() + timedelta(seconds=horizon_s), "limit": limit})).all()]
+        rendered = 0
+        for t in texts:
+            try:
+                audio = await self._speak(t)
+                rendered += not audio.cached
+            except (TtsError, ValueError) as exc:
+                log.warning("event=prerender_failed reason=%r", str(exc)[:160])
+        return rendered
