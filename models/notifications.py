@@ -8,9 +8,13 @@ The functions take an ``AsyncConnection`` whose transaction the caller owns
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ivr.notify.retry import PolicySet
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -66,7 +70,8 @@ class JobRequest:
     earliest_at: datetime | None = None
     deadline_at: datetime | None = None
     external_id: str | None = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # None: the template's barrier from the retry policy (ivr/notify/policy.yaml).
+    max_attempts: int | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> "JobRequest":
@@ -114,7 +119,7 @@ class JobRequest:
             earliest_at=when("earliest_at"),
             deadline_at=when("deadline_at"),
             external_id=get("external_id", (str,), "a string"),
-            max_attempts=get("max_attempts", (int,), "an integer", DEFAULT_MAX_ATTEMPTS),
+            max_attempts=get("max_attempts", (int,), "an integer"),
         )
         if errors:
             raise JobValidationErrors(errors)
@@ -163,7 +168,7 @@ def _validate_static(request: JobRequest, now: datetime) -> tuple[datetime, str 
     """Checks that need no database; returns (earliest_at, e164 of ``phone`` or None)."""
     if request.channel not in CHANNELS:
         raise JobValidationError("channel", f"unknown channel {request.channel!r}; one of {', '.join(CHANNELS)}")
-    if not (1 <= request.max_attempts <= MAX_MAX_ATTEMPTS):
+    if request.max_attempts is not None and not (1 <= request.max_attempts <= MAX_MAX_ATTEMPTS):
         raise JobValidationError("max_attempts", f"must be between 1 and {MAX_MAX_ATTEMPTS}")
     if request.external_id is not None and not (0 < len(request.external_id) <= MAX_EXTERNAL_ID):
         raise JobValidationError("external_id", f"must be 1-{MAX_EXTERNAL_ID} characters")
@@ -191,13 +196,26 @@ def _validate_static(request: JobRequest, now: datetime) -> tuple[datetime, str 
     return earliest, e164
 
 
+def _barrier(template: str, policies: "PolicySet | None") -> int:
+    """The template's barrier count of contacts (policy file; the shipped one by default)."""
+    if policies is None:
+        policies = _default_policies()
+    return policies.for_template(template).barrier
+
+
+@functools.lru_cache(maxsize=1)
+def _default_policies() -> "PolicySet":
+    from ivr.notify.retry import load_policies
+    return load_policies()
+
+
 async def _existing(conn: AsyncConnection, external_id: str) -> Job | None:
     row = (await conn.execute(select(*_JOB_COLUMNS).where(NotificationJob.external_id == external_id))).first()
     return Job.from_row(row) if row is not None else None
 
 
 async def create_job(conn: AsyncConnection, request: JobRequest, *, templates: TemplateStore,
-                     now: datetime | None = None) -> tuple[Job, bool]:
+                     now: datetime | None = None, policies: "PolicySet | None" = None) -> tuple[Job, bool]:
     """Validate ``request`` and store a pending job; returns (job, created).
 
     The same ``external_id`` again returns the first job with ``created`` False, also when two
@@ -255,7 +273,8 @@ async def create_job(conn: AsyncConnection, request: JobRequest, *, templates: T
     values = dict(
         external_id=request.external_id, client_id=client.id, e164=e164, template=request.template,
         variables=request.variables, channel=request.channel, status="pending", earliest_at=earliest,
-        deadline_at=request.deadline_at, next_attempt_at=earliest, max_attempts=request.max_attempts,
+        deadline_at=request.deadline_at, next_attempt_at=earliest,
+        max_attempts=request.max_attempts or _barrier(request.template, policies),
         prompt_text=prompt.text,
     )
     stmt = pg_insert(NotificationJob).values(**values)

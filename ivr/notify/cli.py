@@ -86,7 +86,8 @@ def notify_group() -> None:
 @click.option("--channel", type=click.Choice(["call", "sms", "preference"]), default="preference",
               show_default=True)
 @click.option("--external-id", help="Idempotency key: the same id again returns the first job")
-@click.option("--max-attempts", type=int, default=5, show_default=True, help="Barrier count of contacts")
+@click.option("--max-attempts", type=int, default=None,
+              help="Barrier count of contacts (default: the template's barrier in the retry policy)")
 @click.option("--earliest", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M%z"]),
               help="Not before (with offset, e.g. 2026-12-01T10:00:00+0300)")
 @click.option("--deadline", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M%z"]),

@@ -41,6 +41,7 @@ PUBLIC_PREFIXES = ("/tts/",)
 ENGINE = web.AppKey("engine", AsyncEngine)
 TEMPLATES = web.AppKey("templates", TemplateStore)
 TOKEN = web.AppKey("token", str)
+POLICIES = web.AppKey("policies", object)   # ivr.notify.retry.PolicySet: the templates' barriers
 
 
 class ApiConfigError(RuntimeError):
@@ -86,7 +87,8 @@ async def create_handler(request: web.Request) -> web.Response:
     try:
         job_request = JobRequest.from_json(data)
         async with request.app[ENGINE].begin() as conn:
-            job, created = await create_job(conn, job_request, templates=request.app[TEMPLATES])
+            job, created = await create_job(conn, job_request, templates=request.app[TEMPLATES],
+                                            policies=request.app.get(POLICIES))
     except JobValidationErrors as exc:
         return _errors(422, [e.as_json() for e in exc.errors])
     except JobValidationError as exc:
@@ -148,11 +150,14 @@ def api_token(explicit: str | None = None) -> str:
     return token
 
 
-def make_app(engine: AsyncEngine, templates: TemplateStore, *, token: str | None = None) -> web.Application:
+def make_app(engine: AsyncEngine, templates: TemplateStore, *, token: str | None = None,
+             policies=None) -> web.Application:
     app = web.Application(middlewares=[_auth], client_max_size=MAX_BODY)
     app[TOKEN] = api_token(token)
     app[ENGINE] = engine
     app[TEMPLATES] = templates
+    if policies is not None:
+        app[POLICIES] = policies
     app.router.add_post("/v1/notifications", create_handler)
     app.router.add_get("/v1/notifications", list_handler)
     app.router.add_get("/v1/notifications/{id}", show_handler)

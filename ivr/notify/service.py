@@ -163,7 +163,8 @@ class Robot:
             raise SystemExit(EXIT_AUTH) from None
         except AriUnavailable as exc:
             log.warning("event=ari_unreachable reason=%r action=retrying_in_background", exc.reason)
-        app = api.make_app(self.engine, self.templates, token=self.settings.api_token or None)
+        app = api.make_app(self.engine, self.templates, token=self.settings.api_token or None,
+                           policies=self.policies)
         app.router.add_get("/health", self.health)
         app.router.add_static("/tts/", self.tts_folder, show_index=False, follow_symlinks=False)
         if self.sms is not None and hasattr(self.sms_driver, "add_callback_route"):

@@ -236,3 +236,21 @@ def test_cli_create_show_list_cancel(database_url, tmp_path):
     assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
     twice = runner.invoke(main, ["notify", "cancel", str(job_id), "--database-url", database_url])
     assert twice.exit_code == 1 and "is final" in twice.output
+
+
+async def test_barrier_defaults_to_the_templates_retry_policy(database_url, templates):
+    from ivr.notify.retry import parse_policies
+
+    policies = parse_policies("defaults:\n  barrier: 5\ntemplates:\n  docs_sent:\n    barrier: 3\n")
+    engine = make_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            by_policy, _ = await create_job(conn, JobRequest(template="docs_sent", variables=NAMED,
+                                                             phone=unique_phone()[0]),
+                                            templates=templates, policies=policies)
+            explicit, _ = await create_job(conn, JobRequest(template="docs_sent", variables=NAMED,
+                                                            phone=unique_phone()[0], max_attempts=7),
+                                           templates=templates, policies=policies)
+    finally:
+        await engine.dispose()
+    assert (by_policy.max_attempts, explicit.max_attempts) == (3, 7)
