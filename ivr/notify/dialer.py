@@ -37,6 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ivr.ari import AriClient, AriError, AriEvent, AriUnavailable, CallDispatcher, CallSession
+from ivr.logs import bind_call_id
 from ivr.notify.claim import ClaimedJob, claim_due_jobs, release_stale
 from ivr.notify.jobs import transition
 from ivr.notify.outcomes import AttemptResult, finish_attempt
@@ -292,6 +293,7 @@ class Dialer:
 
     async def _call_attempt(self, job: ClaimedJob) -> None:
         channel_id = channel_id_of(job.attempt_id)
+        bind_call_id(channel_id)  # every log line of this call carries its channel id
         result: AttemptResult | None = None
         session: CallSession | None = None
         try:

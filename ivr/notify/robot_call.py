@@ -215,6 +215,9 @@ class RobotCall:
                     self.trace.playing = time.monotonic()
                 continue
             if event.type == "PlaybackFinished" and event.playback_id == self._playback_id:
+                state = (event.data.get("playback") or {}).get("state", "?")
+                if state == "failed":  # the file (or URL) could not be played: say so loudly
+                    log.error("event=prompt_failed sound=%s", self.prompts.main.sound)
                 if self.state is State.PROMPT:
                     self.state = State.WAITING
                     digit_deadline = time.monotonic() + self.timings.digit_timeout

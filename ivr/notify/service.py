@@ -102,6 +102,7 @@ class Robot:
             sms=self.sms, clock=clock)
         self.webhook = self._webhook_sender(clock)
         self._runner: web.AppRunner | None = None
+        self.tts_http_requests = 0
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
 
@@ -146,12 +147,19 @@ class Robot:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 300)
 
+    @web.middleware
+    async def _count_tts(self, request: web.Request, handler):
+        if request.path.startswith("/tts/"):
+            self.tts_http_requests += 1
+        return await handler(request)
+
     async def health(self, request: web.Request) -> web.Response:
         report = {
             "ari": {"connected": self.stream.connected.is_set(), "app": self.app_name},
             "dialer": {"worker": self.settings.dialer_worker, "active_calls": self.dialer.active_calls,
                        "placed": self.dialer.placed, "finished": self.dialer.finished},
             "sms": self.sms is not None, "webhook_url": bool(self.settings.webhook_url),
+            "tts": {"folder": str(self.tts_folder), "http_requests": self.tts_http_requests},
         }
         report["ok"] = report["ari"]["connected"]
         return web.json_response(report)
@@ -167,6 +175,7 @@ class Robot:
                            policies=self.policies)
         app.router.add_get("/health", self.health)
         app.router.add_static("/tts/", self.tts_folder, show_index=False, follow_symlinks=False)
+        app.middlewares.append(self._count_tts)
         if self.sms is not None and hasattr(self.sms_driver, "add_callback_route"):
             self.sms_driver.add_callback_route(app, "/sms/receipts")
         await self.dialer.prepare()

@@ -75,8 +75,8 @@ class Robot:
         self.db = create_engine(settings.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
                                 if settings.database_url.startswith("postgresql://") else settings.database_url)
 
-    async def start(self, clock: datetime = CLOCK) -> None:
-        env = robot_env(self.settings) | {"IVR_CLOCK_START": clock.isoformat()}
+    async def start(self, clock: datetime = CLOCK, **extra_env: str) -> None:
+        env = robot_env(self.settings) | {"IVR_CLOCK_START": clock.isoformat()} | extra_env
         self.proc = RobotProcess(self.settings, self.log_dir / f"robot-{uuid.uuid4().hex[:4]}.log",
                                  env_overrides=env).start()
         await asyncio.to_thread(self.proc.wait_healthy, 60)
@@ -306,3 +306,25 @@ async def test_sigkill_mid_call_reconciled_without_a_second_call(robot, e2e_sett
     [attempt] = robot.attempts(job["id"])
     assert attempt["digits"] == "1" and "adopted" in attempt["cause"] or attempt["cause"] == "confirmed"
     assert "event=call_adopted" in robot.proc.log_text()
+
+
+async def test_prompt_fetched_over_http_as_for_an_asterisk_on_another_host(robot, e2e_settings, tmp_path):
+    """IVR_TTS_HTTP_BASE: Asterisk plays sound:http://<robot>/tts/<hash>.sln via res_http_media_cache
+    instead of reading the robot's folder (docs/tts.md, "Asterisk on another host")."""
+    base = f"http://{robot.settings.bind_host}:{robot.settings.api_port}/tts"
+    await robot.stop()
+    await robot.start(IVR_TTS_HTTP_BASE=base)
+    far = await far_end(e2e_settings, tmp_path, mode="answer", dtmf="1", dtmf_delay=3.0, hold=15)
+    try:
+        unique = {**VARS, "documents": f"акт сверки номер {secrets.randbelow(10**6)}"}
+        _, job = await robot.create(unique_mobile(), variables=unique)
+        done = await robot.wait_status(job["id"], {"confirmed"})
+        health = await robot.proc.fetch_health()
+        log = robot.proc.log_text()
+    finally:
+        await far.stop()
+        await robot.stop()
+        await robot.start()
+    assert done["result"] == "confirmed"
+    assert f"sound=sound:{base}/" in log and "event=prompt_failed" not in log
+    assert health["tts"]["http_requests"] >= 1   # Asterisk downloaded the prompt from us
