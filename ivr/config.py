@@ -100,6 +100,8 @@ class Settings:
     # Where outbound calls go: the carrier's SIP address (a test answering phone in the lab).
     carrier_host: str = "127.0.0.1"
     carrier_port: int = 5090
+    # Seconds between SIP OPTIONS to the carrier (0 = off): detects a trunk that is down.
+    carrier_qualify: int = 0
     # RTP port range of Asterisk.
     rtp_start: int = 10000
     rtp_end: int = 10999
@@ -182,6 +184,7 @@ _ENV_MAP = {
     "IVR_CARRIER_MATCH": ("carrier_match", lambda n, v: v),
     "IVR_CARRIER_HOST": ("carrier_host", lambda n, v: _checked(n, v, _HOST_RE, "host")),
     "IVR_CARRIER_PORT": ("carrier_port", _port),
+    "IVR_CARRIER_QUALIFY": ("carrier_qualify", lambda n, v: _int(n, v, 0, 3600)),
     "IVR_RTP_START": ("rtp_start", _port),
     "IVR_RTP_END": ("rtp_end", _port),
     "IVR_PUBLIC_NUMBER": ("public_number", lambda n, v: v),

@@ -152,6 +152,7 @@ def validate(settings: Settings) -> dict[str, object]:
         "carrier_match": _networks("IVR_CARRIER_MATCH", s.carrier_match),
         "carrier_host": _host("IVR_CARRIER_HOST", s.carrier_host),
         "carrier_port": _port("IVR_CARRIER_PORT", s.carrier_port),
+        "carrier_qualify": int(s.carrier_qualify),
         "rtp_start": _port("IVR_RTP_START", s.rtp_start),
         "rtp_end": _port("IVR_RTP_END", s.rtp_end),
         "public_number": _match("IVR_PUBLIC_NUMBER", s.public_number, _NUMBER_RE, "phone number (E.164)"),

@@ -328,3 +328,55 @@ async def test_prompt_fetched_over_http_as_for_an_asterisk_on_another_host(robot
     assert done["result"] == "confirmed"
     assert f"sound=sound:{base}/" in log and "event=prompt_failed" not in log
     assert health["tts"]["http_requests"] >= 1   # Asterisk downloaded the prompt from us
+
+
+async def test_channel_and_rate_limits_hold(robot, e2e_settings, tmp_path):
+    """max 2 channels at once, 2 calls per second: seen from the far end's INVITEs and BYEs."""
+    await robot.stop()
+    await robot.start(IVR_DIALER_MAX_CHANNELS="2", IVR_DIALER_CPS="2")
+    far = await far_end(e2e_settings, tmp_path, mode="answer", dtmf="1", dtmf_delay=1.0, hold=20)
+    try:
+        jobs = [(await robot.create(unique_mobile()))[1] for _ in range(5)]
+        for job in jobs:
+            await robot.wait_status(job["id"], {"confirmed"}, timeout=90)
+        calls = await far.wait_for_calls(5, timeout=10, ended=True)
+    finally:
+        await far.stop()
+        await robot.stop()
+        await robot.start()
+    assert len(calls) == 5
+    spans = sorted((c.invited_at, c.ended_at) for c in calls)
+    most_at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert most_at_once <= 2, spans
+    gaps = [b[0] - a[0] for a, b in zip(spans, spans[1:])]
+    assert min(gaps) >= 0.45, gaps   # 2 calls/s: at least ~0.5 s between two originates
+
+
+async def test_trunk_down_fails_the_attempt_with_a_cause_and_retries(robot):
+    """Nothing answers at the carrier's address (UDP, no qualify): Asterisk gives up at the ring
+    timeout with cause 19; the attempt fails with it, the job is retried by the policy (+2 h), the
+    robot keeps working. (With IVR_CARRIER_QUALIFY a dead trunk is known at once and the
+    originate is refused: the next test's path.)"""
+    _, job = await robot.create(unique_mobile())
+    done = await robot.wait_status(job["id"], {"scheduled"}, timeout=60)
+    [attempt] = robot.attempts(job["id"])
+    assert attempt["state"] == "failed" and attempt["answered_at"] is None
+    assert attempt["cause"] == "no_answer (19)" and attempt["hangup_cause"] == 19
+    assert abs(done["next_attempt_at"] - attempt["ended_at"] - timedelta(hours=2)) < timedelta(seconds=5)
+    assert (await robot.proc.fetch_health())["ok"]
+
+
+async def test_unusable_trunk_refused_by_asterisk_fails_with_a_cause_and_retries(robot):
+    """An originate Asterisk refuses (here: a trunk endpoint that does not exist; in production
+    also a qualified trunk with no reachable contact) -> cause recorded, retried +30 min."""
+    await robot.stop()
+    await robot.start(IVR_OUTBOUND_TRUNK="no-such-trunk")
+    try:
+        _, job = await robot.create(unique_mobile())
+        done = await robot.wait_status(job["id"], {"scheduled"}, timeout=30)
+    finally:
+        await robot.stop()
+        await robot.start()
+    [attempt] = robot.attempts(job["id"])
+    assert attempt["state"] == "failed" and attempt["cause"].startswith("originate_refused")
+    assert abs(done["next_attempt_at"] - attempt["ended_at"] - timedelta(minutes=30)) < timedelta(seconds=5)

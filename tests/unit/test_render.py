@@ -143,3 +143,8 @@ def test_no_secret_in_files_other_than_ari_and_manager():
     for name, text in t.items():
         if name not in ("ari.conf", "manager.conf"):
             assert "Ari-password_123" not in text and "Ami-secret_4567" not in text, name
+
+
+def test_carrier_qualify_rendered_only_when_asked():
+    assert "qualify_frequency" not in texts()["pjsip.conf"]
+    assert "qualify_frequency = 30" in texts(carrier_qualify=30)["pjsip.conf"]
