@@ -63,8 +63,13 @@ def demo_command(keep: bool) -> None:
                    f"log {controller.log_path}")
         from ivr.demo_floor import run_scenes
 
+        from ivr.demo_floor import cli
+        from ivr.demo_robot import run_robot_scenes
+
         with tempfile.TemporaryDirectory(prefix="ivr-demo-") as tmp:
             failed = not asyncio.run(run_scenes(settings, Path(tmp), instance, controller))
+            click.echo("\n═══ The confirmation robot ═══")
+            failed |= not asyncio.run(run_robot_scenes(settings, Path(tmp), cli))
     finally:
         if keep:
             click.echo(f"\nStack left running (instance '{settings.asterisk_instance}'). "

@@ -196,7 +196,9 @@ class Robot:
     async def run(self) -> None:
         await self.start()
         stopper = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        # sms-connect ends normally once the SMSC is bound: only the long-running tasks count
+        watched = [t for t in self._tasks if t.get_name() != "sms-connect"]
+        await asyncio.wait([stopper, *watched], return_when=asyncio.FIRST_COMPLETED)
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("event=robot_task_failed task=%s reason=%r", task.get_name(), str(task.exception())[:300])

@@ -10,9 +10,8 @@ running in this test process's event loop; the CRM webhook receiver is a local a
 
 Each test starts its own robot (dialer worker ``e2esms``, API port ``18191 + PORT_OFFSET``).
 
-The delivered test is ``xfail(strict=True)``: ivr-robot exits right after a successful SMPP
-bind (Robot.run in ivr/notify/service.py treats the finished ``sms-connect`` task as a reason to
-shut down). With that fixed (watch every task but ``sms-connect``) it passes.
+The delivered test also guards a fixed bug: ivr-robot used to exit right after a successful SMPP
+bind (Robot.run treated the finished ``sms-connect`` task as a reason to shut down).
 """
 
 from __future__ import annotations
@@ -167,14 +166,6 @@ async def sms_robot(asterisk, e2e_settings, database_url, crm, tmp_path_factory)
         robot.db.dispose()
 
 
-# The robot's main loop (ivr/notify/service.py Robot.run) waits for the FIRST of its tasks to
-# complete and then shuts down; the "sms-connect" task completes normally as soon as the SMSC
-# bind succeeds, so ivr-robot exits ~0.1 s after every successful SMPP bind.
-SMS_CONNECT_STOPS_ROBOT = ("product bug: Robot.run() stops the robot when its sms-connect task completes, i.e. "
-                           "right after a successful SMPP bind (ivr/notify/service.py)")
-
-
-@pytest.mark.xfail(strict=True, reason=SMS_CONNECT_STOPS_ROBOT)
 async def test_sms_job_delivered_with_receipt_and_crm_told(sms_robot, crm):
     smsc = LocalSmsc(SYSTEM_ID, PASSWORD)
     await smsc.start()
