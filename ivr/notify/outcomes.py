@@ -238,6 +238,9 @@ def _contact_note(row, result: AttemptResult) -> str:
     parts = [f"{kind}, шаблон {row.template}, попытка {row.attempt_no}: {result.cause}"]
     if result.digits:
         parts.append(f"нажато {result.digits}")
+    said = result.prompt_text or row.job_prompt
+    if said:
+        parts.append(f"текст: «{said[:500]}»")
     return "; ".join(parts)
 
 
