@@ -339,3 +339,15 @@ async def add_do_not_call(conn: AsyncConnection, phone: str, reason: str | None 
     await conn.execute(pg_insert(DoNotCall).values(e164=e164, reason=reason)
                        .on_conflict_do_update(index_elements=[DoNotCall.e164], set_={"reason": reason}))
     return e164
+
+
+async def remove_do_not_call(conn: AsyncConnection, phone: str) -> bool:
+    e164 = normalize_phone(phone)
+    result = await conn.execute(DoNotCall.__table__.delete().where(DoNotCall.e164 == e164))
+    return result.rowcount > 0
+
+
+async def list_do_not_call(conn: AsyncConnection) -> list[tuple[str, str | None, datetime]]:
+    rows = (await conn.execute(select(DoNotCall.e164, DoNotCall.reason, DoNotCall.added_at)
+                               .order_by(DoNotCall.added_at))).all()
+    return [tuple(r) for r in rows]

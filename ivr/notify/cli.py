@@ -1,4 +1,4 @@
-"""``ivr notify create|list|show|cancel|status|attempts``: notification jobs from the command line.
+"""``ivr notify create|list|show|cancel|status|attempts|webhooks|dnc``: notification jobs from the command line.
 
 ``status`` and ``attempts`` report what the robot did (ivr/notify/report.py): a table with
 per-status counts, or a CSV export of every attempt.
@@ -317,3 +317,53 @@ def webhooks_cmd(mode, url, timeout, database_url) -> None:
 
 async def _noop() -> None:
     return None
+
+
+@notify_group.group("dnc")
+def dnc_group() -> None:
+    """The do-not-call list: numbers the robot never contacts (jobs refused at creation, pending
+    jobs failed at their next claim)."""
+
+
+@dnc_group.command("add")
+@click.argument("phone")
+@click.option("--reason", default=None, help="Why (shown in the list and in refused requests)")
+@database_option
+def dnc_add_cmd(phone, reason, database_url) -> None:
+    from models.notifications import add_do_not_call
+    from models.phones import PhoneNumberError
+
+    url = resolve_database_url(database_url)
+    try:
+        e164 = _run(url, lambda conn: add_do_not_call(conn, phone, (reason or "")[:200] or None))
+    except PhoneNumberError as exc:
+        raise click.UsageError(f"phone: {exc}") from None
+    click.echo(f"{e164} is on the do-not-call list")
+
+
+@dnc_group.command("remove")
+@click.argument("phone")
+@database_option
+def dnc_remove_cmd(phone, database_url) -> None:
+    from models.notifications import remove_do_not_call
+    from models.phones import PhoneNumberError
+
+    url = resolve_database_url(database_url)
+    try:
+        removed = _run(url, lambda conn: remove_do_not_call(conn, phone))
+    except PhoneNumberError as exc:
+        raise click.UsageError(f"phone: {exc}") from None
+    if not removed:
+        raise click.ClickException(f"{phone} is not on the do-not-call list")
+    click.echo(f"{phone} removed from the do-not-call list")
+
+
+@dnc_group.command("list")
+@database_option
+def dnc_list_cmd(database_url) -> None:
+    from models.notifications import list_do_not_call
+
+    rows = _run(resolve_database_url(database_url), list_do_not_call)
+    for e164, reason, added in rows:
+        click.echo(f"{e164:<16}  {added:%Y-%m-%d %H:%M}  {_p(reason or '-')}")
+    click.echo(f"{len(rows)} numbers")

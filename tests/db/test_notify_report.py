@@ -228,3 +228,16 @@ def test_database_unreachable_is_exit_1():
                                        "postgresql://ivr:s3cret@127.0.0.1:1/ivr"])
     assert result.exit_code == 1
     assert "s3cret" not in result.output
+
+
+def test_do_not_call_list_from_the_cli(db):
+    url, _ = db
+    added = run(url, "dnc", "add", "8 (916) 555-44-33", "--reason", "просил не звонить")
+    assert added.exit_code == 0 and "+79165554433 is on the do-not-call list" in added.output
+    listed = run(url, "dnc", "list")
+    assert "+79165554433" in listed.output and "просил не звонить" in listed.output
+    bad = CliRunner().invoke(main, ["notify", "dnc", "add", "12", "--database-url", url])
+    assert bad.exit_code == 2 and "phone:" in bad.output
+    assert run(url, "dnc", "remove", "+7 916 555 44 33").exit_code == 0
+    gone = CliRunner().invoke(main, ["notify", "dnc", "remove", "+79165554433", "--database-url", url])
+    assert gone.exit_code == 1 and "not on the do-not-call list" in gone.output
