@@ -244,14 +244,16 @@ def _contact_note(row, result: AttemptResult) -> str:
     return "; ".join(parts)
 
 
-async def mark_sms_sent(conn: AsyncConnection, attempt_id: int, message_id: str, *, now: datetime) -> str:
+async def mark_sms_sent(conn: AsyncConnection, attempt_id: int, message_id: str, *, now: datetime,
+                        text_sent: str | None = None) -> str:
     """The SMSC accepted the SMS of ``attempt_id`` as ``message_id``: the attempt waits for its
     receipt (``sent``), and so does the job. Returns the job's status."""
     row = (await conn.execute(_LOCK, {"attempt_id": attempt_id})).first()
     if row is None:
         raise LookupError(f"notification attempt {attempt_id} not found")
-    await conn.execute(text("UPDATE notification_attempts SET state = 'sent', sms_message_id = :mid "
-                            "WHERE id = :id AND state = 'dialing'"), {"id": attempt_id, "mid": message_id[:120]})
+    await conn.execute(text("UPDATE notification_attempts SET state = 'sent', sms_message_id = :mid, "
+                            "prompt_text = COALESCE(:sent, prompt_text) WHERE id = :id AND state = 'dialing'"),
+                       {"id": attempt_id, "mid": message_id[:120], "sent": text_sent})
     if row.status != "dialing" or row.attempts_made != row.attempt_no:
         return row.status
     status = transition(row.status, "sent")

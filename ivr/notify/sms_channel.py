@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import logging
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable, Optional, Protocol
@@ -110,6 +111,16 @@ def _receipt_cause(receipt: DeliveryReceipt) -> str:
     return cause
 
 
+_KEY_SENTENCE = re.compile(r"[^.!?…]*\bнажмите\b[^.!?…]*[.!?…]?\s*", re.IGNORECASE)
+
+
+def sms_text(prompt: str) -> str:
+    """The call prompt as an SMS: sentences asking for a key press ("Если получили, нажмите 1")
+    mean nothing in a text message and are dropped; the rest is sent as written."""
+    text = _KEY_SENTENCE.sub("", prompt).strip()
+    return re.sub(r"\s+", " ", text) or prompt.strip()
+
+
 class SmsChannel:
     """Sends claimed SMS jobs through ``driver`` and applies its delivery receipts."""
 
@@ -130,7 +141,7 @@ class SmsChannel:
         when the attempt ended at once (SMSC fault), None when it waits for its receipt."""
         if claimed.channel != "sms":
             raise ValueError(f"job {claimed.job_id} attempt {claimed.attempt_no} is a {claimed.channel!r} attempt")
-        body = (claimed.prompt_text or "").strip()
+        body = sms_text(claimed.prompt_text or "")
         if not body:
             log.error("event=sms_no_text job_id=%s attempt=%s", claimed.job_id, claimed.attempt_no)
             return await self._finish(claimed.attempt_id, "failure", "no prompt text")
@@ -165,7 +176,8 @@ class SmsChannel:
         for attempt in range(1, MARK_TRIES + 1):
             try:
                 async with self.engine.begin() as conn:
-                    return await mark_sms_sent(conn, claimed.attempt_id, message_id, now=self.clock())
+                    return await mark_sms_sent(conn, claimed.attempt_id, message_id, now=self.clock(),
+                                               text_sent=sms_text(claimed.prompt_text or ""))
             except Exception as exc:
                 if not _transient_db(exc) or attempt == MARK_TRIES:
                     log.error("event=sms_mark_sent_failed job_id=%s attempt=%s message_id=%s reason=%r",

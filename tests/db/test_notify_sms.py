@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from ivr.notify.claim import claim_due_jobs, release_stale
 from ivr.notify.retry import PolicySet, RetryPolicy
-from ivr.notify.sms_channel import SmsChannel
+from ivr.notify.sms_channel import SmsChannel, sms_text
 from ivr.notify.templates import TemplateStore
 from ivr.sms.http_gateway import HttpSmsGateway
 from ivr.sms.smpp import DATA_CODING_UCS2, DeliveryReceipt, SmppSender, SmppUnavailable
@@ -140,7 +140,8 @@ async def test_sms_sent_in_ucs2_then_delivered_by_its_receipt(engine, templates)
         assert await channel.deliver(claimed) is None
 
         [message] = smsc.messages
-        assert message.text == claimed.prompt_text and "Пётр Николаевич" in message.text
+        assert message.text == sms_text(claimed.prompt_text) and "Пётр Николаевич" in message.text
+        assert "нажмите" not in message.text
         assert message.destination_addr == claimed.e164.lstrip("+")
         assert len(message.text) > 70 and len(message.message_ids) == 2     # concatenated
         assert {s.data_coding for s in smsc.submitted} == {DATA_CODING_UCS2}
@@ -352,7 +353,7 @@ async def test_http_gateway_end_to_end(engine, templates):
         try:
             assert await channel.deliver(claimed) is None
             [sent] = fake.sent
-            assert sent["text"] == claimed.prompt_text and sent["to"] == claimed.e164
+            assert sent["text"] == sms_text(claimed.prompt_text) and sent["to"] == claimed.e164
             assert sent["callback_url"] == "http://ivr.test/sms/receipts?token=cb"
             attempt = await attempt_of(engine, claimed.attempt_id)
             assert attempt["state"] == "sent" and attempt["sms_message_id"].startswith("gw-1-")

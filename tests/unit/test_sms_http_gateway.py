@@ -204,3 +204,14 @@ async def test_callback_handler_queues_receipts_and_checks_the_secret():
     assert [(first.message_id, first.status), (second.message_id, second.status)] == [
         ("m1", "DELIVRD"), ("m2", "EXPIRED")]
     await gw.close()
+
+
+def test_sms_text_drops_the_key_press_sentences():
+    from ivr.notify.sms_channel import sms_text
+
+    prompt = ("Пётр Николаевич, здравствуйте. Компания «Эни». 07.02 мы отправили вам документы. "
+              "Если вы их уже получили, нажмите 1. Если нет — нажмите 2.")
+    assert sms_text(prompt) == "Пётр Николаевич, здравствуйте. Компания «Эни». 07.02 мы отправили вам документы."
+    assert sms_text("Заказ прибыл на склад по адресу: ул. Складская, д. 5.") == \
+        "Заказ прибыл на склад по адресу: ул. Складская, д. 5."
+    assert sms_text("Нажмите 1.") == "Нажмите 1."   # nothing left: send it as written
