@@ -129,6 +129,13 @@ LIMIT :limit
 """)
 
 
+def _log_crash(task: asyncio.Task) -> None:
+    """A call task that died of a bug: logged with its traceback (the attempt stays 'dialing'
+    and is reconciled by the sweep), never a silent "exception was never retrieved"."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("event=attempt_task_crashed task=%s", task.get_name(), exc_info=task.exception())
+
+
 class Dialer:
     def __init__(self, *, engine: AsyncEngine, ari: AriClient, dispatcher: CallDispatcher, app: str,
                  synthesizer: Synthesizer, policies: PolicySet, worker: str, trunk: str, caller_id: str,
@@ -227,11 +234,13 @@ class Dialer:
                 task = asyncio.create_task(self._sms_attempt(job), name=f"sms-{job.attempt_id}")
                 self._sms_tasks.add(task)
                 task.add_done_callback(self._sms_tasks.discard)
+                task.add_done_callback(_log_crash)
             else:
                 await self._pace()
                 task = asyncio.create_task(self._call_attempt(job), name=f"call-{job.attempt_id}")
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
+                task.add_done_callback(_log_crash)
             started += 1
         return started
 
