@@ -257,6 +257,23 @@ class AriClient:
         )
         return Channel.from_json(data)
 
+    async def snoop(self, channel_id: str, *, app: str, snoop_id: str, spy: str = "in",
+                    whisper: str = "none", app_args: str | None = None) -> Channel:
+        """A snoop channel on ``channel_id`` (``spy=in``: what the caller says), placed into
+        ``app``; it leaves the caller's own channel free for playbacks."""
+        data = await self.request("POST", f"/channels/{_seg(channel_id)}/snoop", params={
+            "spy": spy, "whisper": whisper, "app": app, "appArgs": app_args, "snoopId": snoop_id})
+        return Channel.from_json(data)
+
+    async def external_media(self, *, app: str, channel_id: str, external_host: str, fmt: str = "slin16",
+                             direction: str = "both") -> Channel:
+        """An externalMedia (UnicastRTP) channel: media bridged with it is sent as RTP to
+        ``external_host`` (host:port)."""
+        data = await self.request("POST", "/channels/externalMedia", params={
+            "app": app, "channelId": channel_id, "external_host": external_host, "format": fmt,
+            "encapsulation": "rtp", "transport": "udp", "connection_type": "client", "direction": direction})
+        return Channel.from_json(data)
+
     async def continue_in_dialplan(
         self, channel_id: str, *, context: str | None = None, extension: str | None = None, priority: int | None = None
     ) -> None:

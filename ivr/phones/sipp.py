@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
 import jinja2
@@ -501,7 +502,8 @@ class SippAnswerer:
     def __init__(self, *, listen_port: int | None = None, mode: str = "answer", answer_delay: float = 0.0,
                  hold: float = 30, dtmf: str = "", dtmf_delay: float = 1.0, dtmf_gap: float = 0.3,
                  local_ip: str = "127.0.0.1", workdir: Path | str | None = None, max_calls: int = 100000,
-                 refer_to: str | None = None, refer_after: float = 1.0, refer_domain: str = "127.0.0.1"):
+                 refer_to: str | None = None, refer_after: float = 1.0, refer_domain: str = "127.0.0.1",
+                 script: Sequence[tuple[str, object]] = ()):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, not {mode!r}")
         self.mode = mode
@@ -515,6 +517,11 @@ class SippAnswerer:
         self.answer_delay = float(answer_delay)
         self.hold = float(hold)
         self.dtmf = validate_dtmf(dtmf)
+        # What the answered phone sends, in order (instead of dtmf/dtmf_delay):
+        # ("silence", seconds), ("speak", "/path/to.wav"), ("dtmf", "12").
+        self.script = [self._check_step(step) for step in script]
+        if self.script and self.dtmf:
+            raise ValueError("give either dtmf or script, not both")
         self.dtmf_delay = dtmf_delay
         self.dtmf_gap = dtmf_gap
         self.local_ip = local_ip
@@ -530,6 +537,21 @@ class SippAnswerer:
         self.stdout_log = self.workdir / "sipp.out"
         self.scenario = self.workdir / "uas.xml"
         self._proc: asyncio.subprocess.Process | None = None
+
+    @staticmethod
+    def _check_step(step: tuple[str, object]) -> tuple[str, object]:
+        kind, value = step
+        if kind == "silence":
+            if not 0 <= float(value) <= 600:
+                raise ValueError(f"silence of {value!r} s")
+        elif kind == "speak":
+            if not Path(str(value)).is_file():
+                raise ValueError(f"no such audio file: {value}")
+        elif kind == "dtmf":
+            validate_dtmf(str(value))
+        else:
+            raise ValueError(f"unknown script step {kind!r}: silence, speak or dtmf")
+        return kind, value
 
     @property
     def uri(self) -> str:
@@ -551,6 +573,17 @@ class SippAnswerer:
             tl.digits(self.dtmf, gap=self.dtmf_gap)
             tl.silence(0.2)
             pcap = tl.write(self.workdir / "dtmf.pcap")
+        elif self.script and self.mode == "answer":
+            tl = RtpTimeline()
+            for n, (kind, value) in enumerate(self.script):
+                if kind == "silence":
+                    tl.silence(float(value))
+                elif kind == "speak":
+                    tl.audio(await wav_to_ulaw(Path(value), self.workdir / f"speech-{n}.ulaw"))
+                else:
+                    tl.digits(str(value), gap=self.dtmf_gap)
+            tl.silence(0.2)
+            pcap = tl.write(self.workdir / "script.pcap")
         self.scenario.write_text(self.render(pcap), encoding="iso-8859-1")
         self.media_port = free_udp_port(self.local_ip, span=4)
         args = [
