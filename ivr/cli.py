@@ -132,6 +132,8 @@ def _register_capability_commands() -> None:
     from routing.cli import routing_group
 
     main.add_command(stack_group, "stack")
+    from ivr.dialplan.cli import dialplan_group
+    main.add_command(dialplan_group, "dialplan")
     main.add_command(routing_group, "routing")
     main.add_command(demo_command, "demo")
     main.add_command(operator_group, "operator")

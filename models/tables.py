@@ -456,3 +456,31 @@ class ManagerTask(Base):
         UniqueConstraint("job_id", "kind", name="uq_manager_tasks_job_kind"),
         Index("ix_manager_tasks_open", "operator_id", postgresql_where=text("done_at IS NULL")),
     )
+
+
+# --- dialplan versions (issue 6) -----------------------------------------------------------------
+
+class DialplanVersion(Base):
+    """Every `ivr dialplan apply` / `rollback` to an Asterisk instance: the full rendered file
+    set (ARI/AMI secrets as placeholders), the diff against what was live (secrets masked), who
+    and when. ``outcome`` 'rolled_back': the smoke check failed and the previous files were put
+    back; ``active`` marks the version in force on its instance."""
+
+    __tablename__ = "dialplan_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance: Mapped[str] = mapped_column(String(64))
+    applied_by: Mapped[str | None] = mapped_column(String(80))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    outcome: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    rollback_of: Mapped[int | None] = mapped_column(ForeignKey("dialplan_versions.id", ondelete="SET NULL"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict] = mapped_column(JSONB)
+    diff: Mapped[str] = mapped_column(Text)
+    problems: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('applied', 'rolled_back')", name="outcome_known"),
+        Index("ix_dialplan_versions_instance_id", "instance", "id"),
+    )

@@ -139,6 +139,10 @@ class AsteriskInstance:
             raise StackError(f"no Asterisk image at {self.root}: call ensure_image() / run `ivr stack up`")
         directories = Directories.instance(self.name, self.moddir)
         texts = render_texts(self.settings, directories, operators)  # validate before touching anything
+        return self.install_files(texts)
+
+    def install_files(self, texts: dict[str, str]) -> list[Path]:
+        """Write an already rendered file set into the instance's etc dir (stale files removed)."""
         for sub in INSTANCE_SUBDIRS:
             (self.host_dir / sub).mkdir(parents=True, exist_ok=True)
         self.host_dir.chmod(0o700)

@@ -15,6 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Sequence
 
 import jinja2
 
@@ -28,7 +29,7 @@ CONF_FILES = (
     "asterisk.conf", "modules.conf", "logger.conf", "http.conf", "ari.conf", "manager.conf",
     "pjsip.conf", "pjproject.conf", "rtp.conf", "websocket_client.conf", "extensions.conf", "cdr.conf", "cel.conf", "indications.conf",
     "acl.conf", "ccss.conf", "features.conf", "udptl.conf", "stasis.conf", "sorcery.conf",
-    "codecs.conf", "musiconhold.conf", "cli.conf", "say.conf",
+    "codecs.conf", "musiconhold.conf", "cli.conf", "say.conf", "res_http_media_cache.conf",
 )
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -196,9 +197,15 @@ def _path_value(value: object) -> str:
     return text
 
 
-def _environment() -> jinja2.Environment:
+def template_search_path(template_dirs: Sequence[Path | str] | None = None) -> list[str]:
+    """Where templates are looked up: the admin's folders first (a file there replaces the
+    shipped template of the same name), then ``asterisk-conf/`` and ``dialplans/``."""
+    return [str(Path(d)) for d in (template_dirs or ())] + [str(CONF_TEMPLATE_DIR), str(DIALPLAN_TEMPLATE_DIR)]
+
+
+def _environment(template_dirs: Sequence[Path | str] | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(CONF_TEMPLATE_DIR), str(DIALPLAN_TEMPLATE_DIR)]),
+        loader=jinja2.FileSystemLoader(template_search_path(template_dirs)),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
         trim_blocks=True, lstrip_blocks=True,
     )
@@ -220,6 +227,15 @@ class OperatorEndpoint:
 
 
 _EXTENSION_RE = re.compile(r"[0-9]{2,8}")
+
+# Feature codes of the [operators] context: code -> (Stasis arguments, what it does). The
+# controller identifies the operator by his authenticated endpoint; prompts are in Russian.
+FEATURE_CODES: dict[str, tuple[str, str]] = {
+    "*45": ("feature,pause_toggle", "pause / rejoin (toggle)"),
+    "*44": ("feature,login_toggle", "log in / log out (toggle)"),
+    "*77": ("summon", "summon a current-sales manager to the sales floor"),
+    "*78": ("feature,summon_arrived", "the summoned manager confirms arrival"),
+}
 # Caller-ID names shown on phones: letters (any script), digits, spaces, . _ -
 _DISPLAY_NAME_RE = re.compile(r"[^\W][\w .\-]{0,59}")
 _CONTACT_RE = re.compile(r"sip:([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})")
@@ -240,8 +256,14 @@ def validate_operator(op: OperatorEndpoint) -> OperatorEndpoint:
 
 
 def render_texts(settings: Settings, directories: Directories,
-                 operators: tuple[OperatorEndpoint, ...] | list[OperatorEndpoint] = ()) -> dict[str, str]:
-    """File name -> rendered text, for all of CONF_FILES."""
+                 operators: tuple[OperatorEndpoint, ...] | list[OperatorEndpoint] = (),
+                 template_dirs: Sequence[Path | str] | None = None) -> dict[str, str]:
+    """File name -> rendered text, for all of CONF_FILES.
+
+    ``template_dirs``: admin folders searched before the shipped templates. A template that
+    does not parse (Jinja syntax), uses an unknown variable or writes a hostile value raises
+    :class:`ConfigError` naming the file and line; nothing is returned half-rendered.
+    """
     ctx = validate(settings)
     ctx["dirs"] = directories
     seen: set[str] = set()
@@ -249,15 +271,22 @@ def render_texts(settings: Settings, directories: Directories,
         validate_operator(op)
         if op.extension in seen:
             raise ConfigError(f"operator extension {op.extension} appears twice")
+        if op.extension in (ctx["public_number"], str(ctx["public_number"]).lstrip("+")):
+            raise ConfigError(f"operator extension {op.extension} is the public number")
         seen.add(op.extension)
     ctx["operators"] = sorted(operators, key=lambda op: op.extension)
-    env = _environment()
+    ctx["feature_codes"] = FEATURE_CODES
+    env = _environment(template_dirs)
     out: dict[str, str] = {}
     for name in CONF_FILES:
         try:
             out[name] = env.get_template(name + ".j2").render(ctx)
         except jinja2.TemplateNotFound:
-            raise ConfigError(f"template {name}.j2 missing from {CONF_TEMPLATE_DIR} / {DIALPLAN_TEMPLATE_DIR}") from None
+            raise ConfigError(f"template {name}.j2 missing from {' / '.join(template_search_path(template_dirs))}") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"template {exc.filename or name + '.j2'} line {exc.lineno}: syntax error: {exc.message}") from None
+        except jinja2.UndefinedError as exc:
+            raise ConfigError(f"template {name}.j2: {exc.message}") from None
     return out
 
 
