@@ -315,9 +315,9 @@ from sqlalchemy import UniqueConstraint  # noqa: E402  (kept with the classes th
 # The job states and results are plain strings held to their sets by CHECK constraints (the state
 # machine itself lives in ivr.notify.jobs; these tuples are its vocabulary).
 NOTIFY_JOB_STATES = ("pending", "scheduled", "dialing", "sent", "confirmed", "not_received", "delivered",
-                     "no_action", "exhausted", "expired", "cancelled", "failed")
-NOTIFY_RESULTS = ("confirmed", "not_received", "delivered", "no_action", "exhausted", "expired", "cancelled",
-                  "failed")
+                     "callback", "handed_over", "no_action", "exhausted", "expired", "cancelled", "failed")
+NOTIFY_RESULTS = ("confirmed", "not_received", "delivered", "callback", "handed_over", "no_action", "exhausted",
+                  "expired", "cancelled", "failed")
 NOTIFY_CHANNELS = ("call", "sms", "preference")
 # sent: an SMS the SMSC accepted, waiting for its delivery receipt.
 NOTIFY_ATTEMPT_STATES = ("dialing", "ringing", "answered", "sent", "done", "failed")
@@ -353,6 +353,8 @@ class NotificationJob(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     claimed_by: Mapped[str | None] = mapped_column(String(80))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # speech dialog: the time he agreed to be called back at
+    callback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     attempts: Mapped[list["NotificationAttempt"]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="NotificationAttempt.attempt_no")
@@ -451,6 +453,7 @@ class ManagerTask(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))   # e.g. the agreed callback time
 
     __table_args__ = (
         UniqueConstraint("job_id", "kind", name="uq_manager_tasks_job_kind"),
@@ -484,3 +487,24 @@ class DialplanVersion(Base):
         CheckConstraint("outcome IN ('applied', 'rolled_back')", name="outcome_known"),
         Index("ix_dialplan_versions_instance_id", "instance", "id"),
     )
+
+
+class Utterance(Base):
+    """One thing a client said to the robot: the audio (a file, kept for review until the
+    retention limit) and what the recogniser and the understanding made of it."""
+
+    __tablename__ = "utterances"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("notification_attempts.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(20))          # ask / ask_time / menu
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float] = mapped_column(Float)
+    audio_path: Mapped[str | None] = mapped_column(String(300))
+    transcript: Mapped[str | None] = mapped_column(Text)
+    intent: Mapped[str | None] = mapped_column(String(20))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    asr_ms: Mapped[int | None] = mapped_column(Integer)
+    engine: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (UniqueConstraint("attempt_id", "seq", name="uq_utterances_attempt_seq"),)

@@ -11,8 +11,12 @@
     dialing --release--> scheduled (a dialer crashed; the attempt was reconciled)
     dialing --sent--> sent --delivered--> delivered        (SMS: handed to the SMSC, then its receipt)
     sent --retry / exhaust / expire / fail-->               (undelivered receipt, like a failed call)
+    dialing --callback--> callback          (speech dialog: he agreed on a time to be called back)
+    dialing --hand_over--> handed_over      (speech dialog: unclear twice, asked for a person: a
+                                             task for his manager ends the robot's part)
 
-Final states: confirmed, not_received, delivered, exhausted, expired, cancelled, failed. ``no_action`` is
+Final states: confirmed, not_received, delivered, callback, handed_over, exhausted, expired,
+cancelled, failed. ``no_action`` is
 the outcome of an attempt the client listened to without pressing anything: the job then either
 goes back to ``scheduled`` (``retry``) or ends (``exhaust`` / ``expire``). A job being dialled
 cannot be cancelled: the call is already on the line; the dialer finishes the attempt.
@@ -22,14 +26,15 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-STATES = ("pending", "scheduled", "dialing", "sent", "confirmed", "not_received", "delivered", "no_action",
-          "exhausted", "expired", "cancelled", "failed")
-FINAL_STATES = frozenset({"confirmed", "not_received", "delivered", "exhausted", "expired", "cancelled", "failed"})
+STATES = ("pending", "scheduled", "dialing", "sent", "confirmed", "not_received", "delivered", "callback",
+          "handed_over", "no_action", "exhausted", "expired", "cancelled", "failed")
+FINAL_STATES = frozenset({"confirmed", "not_received", "delivered", "callback", "handed_over", "exhausted",
+                          "expired", "cancelled", "failed"})
 # States a dialer may claim (the partial index ix_notification_jobs_due covers exactly these).
 CLAIMABLE_STATES = ("pending", "scheduled")
 
 EVENTS = ("schedule", "claim", "confirmed", "not_received", "no_action", "retry", "exhaust", "expire",
-          "cancel", "fail", "release", "sent", "delivered")
+          "cancel", "fail", "release", "sent", "delivered", "callback", "hand_over")
 
 # (state, event) -> new state. Anything not listed is forbidden.
 TRANSITIONS = MappingProxyType({
@@ -52,6 +57,8 @@ TRANSITIONS = MappingProxyType({
     ("dialing", "fail"): "failed",
     ("dialing", "release"): "scheduled",
     ("dialing", "sent"): "sent",
+    ("dialing", "callback"): "callback",
+    ("dialing", "hand_over"): "handed_over",
     ("sent", "delivered"): "delivered",
     ("sent", "retry"): "scheduled",
     ("sent", "exhaust"): "exhausted",

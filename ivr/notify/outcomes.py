@@ -34,8 +34,11 @@ from ivr.notify.window import client_timezone
 log = logging.getLogger("ivr.notify.outcomes")
 
 # Outcomes that end the attempt with the client having heard us (attempt state ``done``).
-HEARD = frozenset({"confirmed", "not_received", "no_action", "hangup_during_prompt", "delivered"})
+HEARD = frozenset({"confirmed", "not_received", "no_action", "hangup_during_prompt", "delivered", "callback",
+                   "handed_over"})
 SMS_DELIVERED = "delivered"
+# The speech dialog's final outcomes: a callback time agreed, or the client handed to his manager.
+DIALOG_FINALS = {"callback": "callback", "handed_over": "hand_over"}
 
 # Q.850 causes of an unanswered call -> the retry policy's outcome.
 _BUSY_CAUSES = {17, 21}                  # user busy, call rejected (he pressed "decline")
@@ -66,9 +69,11 @@ class AttemptResult:
     digits: str | None = None
     answered_at: datetime | None = None
     prompt_text: str | None = None
+    callback_at: datetime | None = None        # outcome "callback": when to call him back
+    task: tuple[str, str] | None = None        # (kind, text) of a task for his manager
 
     def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES + ACTIONS + (SMS_DELIVERED,):
+        if self.outcome not in OUTCOMES + ACTIONS + (SMS_DELIVERED,) + tuple(DIALOG_FINALS):
             raise ValueError(f"unknown outcome {self.outcome!r}")
         if self.ended_at.tzinfo is None:
             raise ValueError("ended_at needs a time zone")
@@ -111,7 +116,8 @@ WHERE id = :attempt_id
 _WRITE_JOB = text("""
 UPDATE notification_jobs
 SET status = :status, result = :result, next_attempt_at = :next_at, channel = :channel,
-    max_attempts = :max_attempts, claimed_by = NULL, claimed_at = NULL, updated_at = :now
+    max_attempts = :max_attempts, claimed_by = NULL, claimed_at = NULL, updated_at = :now,
+    callback_at = COALESCE(:callback_at, callback_at)
 WHERE id = :job_id
 """)
 
@@ -132,8 +138,8 @@ ON CONFLICT (job_id, event) DO NOTHING
 """)
 
 _TASK = text("""
-INSERT INTO manager_tasks (client_id, operator_id, job_id, kind, body)
-VALUES (:client_id, :operator_id, :job_id, :kind, :body)
+INSERT INTO manager_tasks (client_id, operator_id, job_id, kind, body, due_at)
+VALUES (:client_id, :operator_id, :job_id, :kind, :body, :due_at)
 ON CONFLICT (job_id, kind) DO NOTHING
 """)
 
@@ -190,6 +196,10 @@ async def finish_attempt(conn: AsyncConnection, attempt_id: int, result: Attempt
     channel, max_attempts = row.job_channel, row.max_attempts
     if delivered:
         event, status_result, next_at, reason = "delivered", "delivered", None, "SMS delivered"
+    elif result.outcome in DIALOG_FINALS:
+        event, status_result, next_at = DIALOG_FINALS[result.outcome], result.outcome, None
+        reason = (f"callback agreed for {_iso(result.callback_at)}" if result.outcome == "callback"
+                  else f"handed to the manager: {result.task[0] if result.task else '?'}")
     else:
         decision = next_attempt(policy, result.outcome, row.attempts_made, now, tz, deadline=row.deadline_at)
         reason = decision.reason
@@ -215,17 +225,29 @@ async def finish_attempt(conn: AsyncConnection, attempt_id: int, result: Attempt
     status = transition(from_status, event)
     await conn.execute(_WRITE_JOB, {
         "job_id": row.job_id, "status": status, "result": status_result, "next_at": next_at,
-        "channel": channel, "max_attempts": max_attempts, "now": now,
+        "channel": channel, "max_attempts": max_attempts, "now": now, "callback_at": result.callback_at,
     })
+    who = row.address_name or row.full_name
+    if result.outcome == "callback" and result.callback_at is not None:
+        local = result.callback_at.astimezone(client_timezone(row.client_tz, row.e164))
+        await conn.execute(_TASK, {
+            "client_id": row.client_id, "operator_id": row.assigned_operator_id, "job_id": row.job_id,
+            "kind": "callback", "due_at": result.callback_at,
+            "body": f"Перезвонить: {who} ({row.e164}) согласился на звонок {local:%d.%m %H:%M} ({local.tzinfo})",
+        })
+    if result.task is not None:
+        kind, body = result.task
+        await conn.execute(_TASK, {"client_id": row.client_id, "operator_id": row.assigned_operator_id,
+                                   "job_id": row.job_id, "kind": kind[:40], "due_at": None,
+                                   "body": f"{who} ({row.e164}): {body}"})
     if is_final(status):
         payload = await final_payload(conn, row, status, status_result, now)
         await conn.execute(_WEBHOOK, {"job_id": row.job_id, "payload": json.dumps(payload, ensure_ascii=False),
                                       "now": now})
     if status == "not_received":
-        who = row.address_name or row.full_name
         await conn.execute(_TASK, {
             "client_id": row.client_id, "operator_id": row.assigned_operator_id, "job_id": row.job_id,
-            "kind": "not_received",
+            "kind": "not_received", "due_at": None,
             "body": f"{who} ({row.e164}) ответил роботу, что не получил: «{(row.job_prompt or row.template)[:300]}»",
         })
     log.info("event=attempt_finished job_id=%s attempt=%s outcome=%s status=%s next=%s reason=%r",

@@ -29,6 +29,8 @@ ALLOWED = [
     ("dialing", "fail", "failed"),
     ("dialing", "release", "scheduled"),
     ("dialing", "sent", "sent"),
+    ("dialing", "callback", "callback"),
+    ("dialing", "hand_over", "handed_over"),
     ("sent", "delivered", "delivered"),
     ("sent", "retry", "scheduled"),
     ("sent", "exhaust", "exhausted"),
