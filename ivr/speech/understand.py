@@ -10,7 +10,7 @@ Pure: no I/O, no clock (``now`` is injected). Rules in docs/understanding.md, in
 * the transcript is normalised (ivr.speech.timeexpr.canonical): lower case, ё -> е, punctuation
   dropped (clause boundaries kept), numerals in words -> digits;
 * a word not in the vocabulary is corrected to the closest known word (rapidfuzz if installed,
-  else difflib, ratio >= 0.8, words of 4+ letters) - but never across negation: a word starting
+  else difflib, ratio >= 0.82, words of 4+ letters) - but never across negation: a word starting
   with "не"/"ни" is never corrected to a word without it and vice versa ("неудобно" can not turn
   into "удобно");
 * precedence: operator > reschedule (a time that is not negated) > repeat > deny > affirm > unknown;
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - depends on the venv
 __all__ = ["INTENTS", "Understanding", "understand", "normalize", "confusion", "Confusion"]
 
 INTENTS = ("affirm", "deny", "reschedule", "repeat", "operator", "unknown")
-FUZZY_MIN = 0.8
+FUZZY_MIN = 0.82
 
 # --------------------------------------------------------------------------------------------------
 # vocabulary
@@ -71,7 +71,7 @@ PHRASES: list[tuple[str, str]] = sorted([
     ("не понял", "repeat"), ("не поняла", "repeat"), ("не понятно", "repeat"), ("непонятно", "repeat"),
     ("еще раз", "repeat"), ("что вы сказали", "repeat"), ("что что", "repeat"), ("что вы говорите", "repeat"),
     ("я не расслышал", "repeat"), ("не разобрал", "repeat"), ("не разобрала", "repeat"),
-    ("можно еще раз", "repeat"), ("что еще раз", "repeat"), ("как вы сказали", "repeat"),
+    ("можно еще раз", "repeat"), ("что еще раз", "repeat"), ("во сколько", "repeat"), ("как вы сказали", "repeat"),
     ("живой человек", "operator"), ("живым человеком", "operator"), ("с человеком", "operator"),
     ("с оператором", "operator"),
     ("в другой раз", "deny"), ("в другое время", "deny"), ("не сейчас", "deny"), ("не могу", "deny"),
@@ -95,7 +95,8 @@ VOCABULARY: frozenset[str] = (AFFIRM_WORDS | DENY_WORDS | REPEAT_WORDS | timeexp
                                    "простите", "спасибо", "алло", "сейчас", "здравствуйте", "слушаю",
                                    "говорите", "знаю", "надо", "нужен", "нужна", "звонить", "говорить",
                                    "сказали", "кто", "это", "зачем", "почему", "подождите", "минуту",
-                                   "момент", "секунду", "работе", "рулем", "занят", "потом"]))
+                                   "момент", "секунду", "работе", "рулем", "занят", "потом", "перезвоню",
+                                   "позвоню", "наберу", "сам", "сама", "сами", "наберите", "позвоните"]))
 
 
 # --------------------------------------------------------------------------------------------------
