@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -43,7 +44,11 @@ from ivr.notify.jobs import transition
 from ivr.notify.outcomes import AttemptResult, finish_attempt
 from ivr.notify.retry import PolicySet
 from ivr.notify.robot_call import RobotCall, RobotPrompts, RobotTimings, is_recovered
+from ivr.notify.speech_dialog import (
+    DialogPhrases, SilentAudio, SpeechDialog, SpeechKit, proposed_slot, say_when,
+)
 from ivr.notify.window import client_timezone
+from ivr.speech.listen import CallAudio
 from ivr.speech.normalize import normalize_for_speech
 from ivr.speech.tts import Synthesizer, TtsError
 
@@ -119,8 +124,17 @@ FROM expired ON CONFLICT (job_id, event) DO NOTHING
 RETURNING job_id
 """)
 _ATTEMPT_FOR_ADOPTION = text("""
-SELECT a.id AS attempt_id, a.state, j.status, j.attempts_made, a.attempt_no, j.prompt_text, j.claimed_by
-FROM notification_attempts a JOIN notification_jobs j ON j.id = a.job_id WHERE a.id = :id
+SELECT a.id AS attempt_id, a.state, j.status, j.attempts_made, a.attempt_no, j.prompt_text, j.claimed_by,
+       j.template, j.e164, c.timezone AS client_tz
+FROM notification_attempts a JOIN notification_jobs j ON j.id = a.job_id JOIN clients c ON c.id = j.client_id
+WHERE a.id = :id
+""")
+_UTTERANCE = text("""
+INSERT INTO utterances (attempt_id, seq, step, at, duration_s, audio_path, transcript, intent, resolved_at,
+                        asr_ms, engine)
+VALUES (:attempt_id, :seq, :step, :at, :duration_s, :audio_path, :transcript, :intent, :resolved_at, :asr_ms,
+        :engine)
+ON CONFLICT (attempt_id, seq) DO NOTHING
 """)
 _UPCOMING_PROMPTS = text("""
 SELECT DISTINCT prompt_text FROM notification_jobs
@@ -140,7 +154,7 @@ class Dialer:
     def __init__(self, *, engine: AsyncEngine, ari: AriClient, dispatcher: CallDispatcher, app: str,
                  synthesizer: Synthesizer, policies: PolicySet, worker: str, trunk: str, caller_id: str,
                  language: str, limits: DialerLimits = DialerLimits(), timings: RobotTimings = RobotTimings(),
-                 sms=None, clock: Callable[[], datetime] | None = None):
+                 sms=None, clock: Callable[[], datetime] | None = None, speech: "SpeechKit | None" = None):
         self.engine = engine
         self.ari = ari
         self.dispatcher = dispatcher
@@ -154,11 +168,13 @@ class Dialer:
         self.limits = limits
         self.timings = timings
         self.sms = sms                      # ivr.notify.sms_channel.SmsChannel or None
+        self.speech = speech                # ASR + VAD for the spoken dialog (None: keys only)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self._calls: set[asyncio.Task] = set()
         self._sms_tasks: set[asyncio.Task] = set()
         self._next_originate = 0.0
         self._closing: dict[str, object] = {}
+        self._tz: dict[int, ZoneInfo] = {}      # attempt id -> the client's timezone (from the check)
         self._stop = asyncio.Event()
         self.placed = 0
         self.finished = 0
@@ -255,6 +271,7 @@ class Dialer:
         for job in claimed:
             fact = facts.get(job.client_id)
             tz = client_timezone(fact.timezone if fact else None, job.e164)
+            self._tz[job.attempt_id] = tz
             window = self.policies.for_template(job.template).window
             if job.e164 in dnc:
                 await conn.execute(_FAIL_DNC, {"attempt_id": job.attempt_id, "status": FAILED})
@@ -332,14 +349,73 @@ class Dialer:
             self.placed += 1
             log.info("event=call_placed job_id=%s attempt=%s/%s channel=%s", job.job_id, job.attempt_no,
                      job.max_attempts, channel_id)
+            dialog = None
+            if self.policies.for_template(job.template).dialog == "callback":
+                dialog = await self._dialog_phrases(job.prompt_text or "", self._tz.get(job.attempt_id),
+                                                    job.template)
             result = await call.wait_for_answer()
             if result is None:
-                result = await call.converse()
+                result = await (self._speech_dialog(session, job.attempt_id, job.template, dialog, job.e164)
+                                if dialog is not None else call.converse())
         finally:
+            self._tz.pop(job.attempt_id, None)
             if session is not None:
                 self.dispatcher.close_session(session)
             if result is not None:
                 await self.record(job.attempt_id, result)
+
+    async def _dialog_phrases(self, lead: str, tz: ZoneInfo | None, template: str) -> DialogPhrases:
+        """Every phrase of the spoken dialog but the confirmation of his own time, rendered now
+        (before the dial), with the callback time the robot proposes."""
+        now = self.clock()
+        tz = tz or client_timezone(None, "")
+        window = self.policies.for_template(template).window
+        proposed = proposed_slot(now, tz, window)
+        when = say_when(proposed, now)
+        question = f"{lead.strip()} Удобно будет, если мы перезвоним вам {when}?".strip()
+        texts = {
+            "question": question,
+            "ask_time": "Когда вам удобнее?",
+            "menu": f"Если вам удобно, чтобы мы перезвонили {when}, нажмите 1. Если нужно другое время, нажмите 2.",
+            "agreed": f"Спасибо! Перезвоним вам {when}. До свидания.",
+            "handed": "Хорошо. Ваш менеджер свяжется с вами. До свидания.",
+            "sorry": "Извините, я вас не расслышала.",
+            "ok": "Хорошо.",
+        }
+        audio = {key: await self._speak(value) for key, value in texts.items()}
+        return DialogPhrases(text=question, proposed=proposed, **audio)  # type: ignore[arg-type]
+
+    async def _speech_dialog(self, session: CallSession, attempt_id: int, template: str, phrases: DialogPhrases,
+                             e164: str, tz: ZoneInfo | None = None) -> AttemptResult:
+        tz = tz or self._tz.get(attempt_id) or client_timezone(None, e164)
+        window = self.policies.for_template(template).window
+
+        async def record_utterance(**fields) -> None:
+            async with self.engine.begin() as conn:
+                await conn.execute(_UTTERANCE, {"attempt_id": attempt_id, **fields})
+
+        kit = self.speech
+        if kit is None:
+            log.warning("event=speech_unavailable action=keys_only_menu")
+            kit = SpeechKit.keys_only()
+        audio = CallAudio(self.ari, session, self.app, bind_host=kit.bind_host)
+        try:
+            await audio.start()
+        except (AriError, AriUnavailable) as exc:
+            log.warning("event=listen_failed reason=%r action=keys_only", str(exc)[:200])
+            audio = SilentAudio()
+            kit = SpeechKit.keys_only()
+        dialog = SpeechDialog(self.ari, session, audio, kit.segmenter(), kit.recognizer, phrases,
+                              language=self.language, tz=tz, window=window, clock=self.clock, speak=self._speak,
+                              record_utterance=record_utterance, audio_dir=kit.audio_dir, timings=kit.timings)
+        try:
+            return await dialog.run()
+        finally:
+            await audio.close()
+            if dialog.trace.latencies_ms:
+                log.info("event=dialog_done utterances=%d reply_ms=%s asr_ms=%s", dialog.trace.utterances,
+                         ",".join(f"{v:.0f}" for v in dialog.trace.latencies_ms),
+                         ",".join(f"{v:.0f}" for v in dialog.trace.asr_ms))
 
     async def adopt(self, session: CallSession, first_event: AriEvent) -> None:
         """Flow for a channel of ours the dispatcher found without a task: answered after this
@@ -358,9 +434,14 @@ class Dialer:
                 pass
             return
         log.info("event=call_adopted attempt=%s recovered=%s", attempt_id, is_recovered(first_event))
-        prompts = await self._prompts(row.prompt_text or "")
-        call = RobotCall(self.ari, session, prompts, self.timings, language=self.language, clock=self.clock)
-        result = await call.converse(recovered=True)
+        if self.policies.for_template(row.template).dialog == "callback":
+            tz = client_timezone(row.client_tz, row.e164)
+            dialog = await self._dialog_phrases(row.prompt_text or "", tz, row.template)
+            result = await self._speech_dialog(session, attempt_id, row.template, dialog, row.e164, tz=tz)
+        else:
+            prompts = await self._prompts(row.prompt_text or "")
+            call = RobotCall(self.ari, session, prompts, self.timings, language=self.language, clock=self.clock)
+            result = await call.converse(recovered=True)
         await self.record(attempt_id, result)
 
     async def record(self, attempt_id: int, result: AttemptResult) -> None:

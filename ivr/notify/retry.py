@@ -128,6 +128,9 @@ class RetryPolicy:
     # the job as exhausted (sms_attempts more attempts, SMS only).
     sms_after_calls: bool = False
     sms_attempts: int = 3
+    # How the call asks: "keys" (press 1 / 2) or "callback" (the spoken "when is it convenient?"
+    # dialog of ivr/notify/speech_dialog.py; keys work there too).
+    dialog: str = "keys"
 
     def __post_init__(self) -> None:
         if isinstance(self.barrier, bool) or not isinstance(self.barrier, int) or self.barrier < 1:
@@ -189,7 +192,8 @@ def next_attempt(policy: RetryPolicy, outcome: str, attempts_made: int, now: dat
 
 # --- the policy file -------------------------------------------------------------------------
 
-_POLICY_KEYS = {"barrier", "delays", "window", "sms_after_calls", "sms_attempts"}
+_POLICY_KEYS = {"barrier", "delays", "window", "sms_after_calls", "sms_attempts", "dialog"}
+DIALOGS = ("keys", "callback")
 _WINDOW_KEYS = {"start", "end", "working_days_only", "holidays"}
 
 
@@ -286,8 +290,11 @@ def _build(data: Any, path: str, base: RetryPolicy | None, lines: dict[str, int]
     sms_attempts = data.get("sms_attempts", base.sms_attempts)
     if isinstance(sms_attempts, bool) or not isinstance(sms_attempts, int) or not 1 <= sms_attempts <= 10:
         raise fail(f"{path}.sms_attempts", f"expected a whole number 1..10, got {sms_attempts!r}")
+    dialog = data.get("dialog", base.dialog)
+    if dialog not in DIALOGS:
+        raise fail(f"{path}.dialog", f"expected one of {', '.join(DIALOGS)}, got {dialog!r}")
     return RetryPolicy(barrier=barrier, delays=delays, window=window, sms_after_calls=sms_after_calls,
-                       sms_attempts=sms_attempts)
+                       sms_attempts=sms_attempts, dialog=dialog)
 
 
 def parse_policies(text: str, source: str = "policy.yaml") -> PolicySet:

@@ -55,7 +55,7 @@ def test_contract_confirm(store: TemplateStore) -> None:
 
 
 def test_names_and_variables(store: TemplateStore) -> None:
-    assert store.names() == ["contract_confirm", "documents_sent", "goods_arrived"]
+    assert store.names() == ["callback_offer", "contract_confirm", "documents_sent", "goods_arrived"]
     assert store.variables("documents_sent") == {"sent_date", "sent_how", "documents"}
     assert store.variables("goods_arrived") == {"order_number", "pickup_address", "until_date"}
     assert store.variables("contract_confirm") == {"contract_number"}
@@ -97,9 +97,9 @@ def test_missing_client_field_and_company_name(store: TemplateStore) -> None:
 def test_unknown_template_lists_the_available(store: TemplateStore) -> None:
     with pytest.raises(TemplateError) as info:
         store.render("goods_sent", CLIENT, {})
-    assert str(info.value) == ("unknown template 'goods_sent'; available: contract_confirm, documents_sent, "
+    assert str(info.value) == ("unknown template 'goods_sent'; available: callback_offer, contract_confirm, documents_sent, "
                                "goods_arrived")
-    with pytest.raises(TemplateError, match="available: contract_confirm, documents_sent, goods_arrived"):
+    with pytest.raises(TemplateError, match="available: callback_offer, contract_confirm, documents_sent, goods_arrived"):
         store.variables("../documents_sent")
 
 
