@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from ivr.notify.window import CallWindow
 
-__all__ = ["PARTS_OF_DAY", "TimeExpr", "canonical", "find", "resolve", "hour24", "LATER_TODAY"]
+__all__ = ["LATER_TODAY", "PARTS_OF_DAY", "TIME_VOCABULARY", "TimeExpr", "canonical", "find", "hour24",
+           "resolve"]
 
 # --------------------------------------------------------------------------------------------------
 # numerals in words
@@ -75,10 +76,6 @@ def _ordinal_value(word: str) -> int | None:
     return n
 
 
-ORDINAL_WORDS_SAMPLE = ("первого", "второго", "третьего", "четвертого", "двадцатого", "тридцатого")
-
-MONTHS = ("январ", "феврал", "март", "апрел", "ма", "июн", "июл", "август", "сентябр", "октябр",
-          "ноябр", "декабр")
 _MONTH_RE = (r"(января|февраля|марта|апреля|мая|июня|июля|августа|сентября|октября|ноября|декабря)")
 _MONTH_INDEX = {m: i + 1 for i, m in enumerate(
     ("января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа", "сентября", "октября",
@@ -271,6 +268,8 @@ def find(tokens: list[str]) -> TimeExpr:
     def offset(m: re.Match) -> bool | None:
         raw, unit = m.group("n"), m.group("unit")
         n = {"пару": 2, "пара": 2, "несколько": 3, None: 1}.get(raw) if not (raw and raw.isdigit()) else int(raw)
+        if n is None or not 0 < n <= 600:  # "через 99999 часов" is not a callback time
+            return False
         if unit.startswith("мин"):
             ex.minutes_from_now = n
         elif unit.startswith("час"):
@@ -283,8 +282,13 @@ def find(tokens: list[str]) -> TimeExpr:
         return None
     scan(r"через\s+(?:(?P<n>\d+|пару|пара|несколько)\s+)?(?P<unit>минут\w*|час\w*|дн\w*|день|недел\w*)"
          r"(?:\s+(?P<min>\d{1,2})\s+минут\w*)?", offset)
-    scan(r"(?P<unit>минут|часа|часов|час)\s+через\s+(?P<n>\d+)",
-         lambda m: setattr(ex, "minutes_from_now", int(m.group("n")) * (60 if m.group("unit").startswith("час") else 1)))
+    def offset_after(m: re.Match) -> bool:
+        n = int(m.group("n"))
+        if not 0 < n <= 600:
+            return False
+        ex.minutes_from_now = n * (60 if m.group("unit").startswith("час") else 1)
+        return True
+    scan(r"(?P<unit>минут|часа|часов|час)\s+через\s+(?P<n>\d+)", offset_after)
 
     # clock times that look like dates: half past, quarter to
     def half(m: re.Match) -> bool:
@@ -325,7 +329,7 @@ def find(tokens: list[str]) -> TimeExpr:
     scan(rf"(?:на\s+)?{_N}-го", dom)
 
     # days
-    days = {"сегодня": 0, "сейчас сегодня": 0, "завтра": 1, "послезавтра": 2, "завтра завтра": 1}
+    days = {"сегодня": 0, "завтра": 1, "послезавтра": 2}
     scan(r"(?:на\s+)?(?:сегодня|послезавтра|завтра)", lambda m: setattr(
         ex, "days_from_today", days[m.group(0).split()[-1]]))
 
@@ -461,10 +465,6 @@ def resolve(ex: TimeExpr, *, now: datetime, tz: ZoneInfo, window: CallWindow) ->
     return window.clamp(candidate, tz).astimezone(tz)
 
 
-def describe(ex: TimeExpr) -> str:
-    """A short form for logs: which fields were found."""
-    parts = [f"{k}={v}" for k, v in vars(ex).items() if k != "spans" and v not in (None, 0, False)]
-    return ", ".join(parts)
 
 
 # every literal word of the part-of-day patterns is known too (so fuzzy matching leaves it alone)

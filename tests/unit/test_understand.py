@@ -201,3 +201,15 @@ def test_confusion_on_the_table_is_perfect():
         pairs.append((intent, understand(text, now=ref, tz=zone, window=W).intent))
     c = confusion(pairs)
     assert c.flips == 0 and c.accuracy == 1.0, c.to_markdown()
+
+
+@pytest.mark.parametrize("text", [
+    "через 999999999999 минут", "минут через 99999999999", "99 числа", "31 февраля", "в 99", "в 25:70",
+    "30 февраля в 3", "через 0 часов", "🙂🙂", "\u200bда\u200b", "----", "|", "24-го-го", "пол 1-го",
+    "без 99 3", "в 0", "None", "ё" * 500, "да " * 300, "через " * 50,
+])
+def test_odd_input_never_raises(text):
+    u = understand(text, now=REF, tz=MSK, window=W)
+    assert u.intent in INTENTS
+    if u.when is not None:
+        assert W.is_open(u.when, MSK)
