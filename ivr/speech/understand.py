@@ -84,6 +84,9 @@ PHRASES: list[tuple[str, str]] = sorted([
 
 # a clause containing one of these (or any "не"/"ни" word) negates a time in it
 _NEG_PREFIXES = ("не", "ни")
+# a rejected part of the day -> the part used instead when no hour is named
+_OTHER_PART = {"morning": "after_lunch", "before_lunch": "after_lunch", "lunch": "after_lunch",
+               "after_lunch": "morning", "late_afternoon": "morning", "evening": "morning"}
 _SHORT_REPEAT = frozenset("что чего как а алло ало але что-что".split())
 
 VOCABULARY: frozenset[str] = (AFFIRM_WORDS | DENY_WORDS | REPEAT_WORDS | timeexpr.TIME_VOCABULARY
@@ -219,13 +222,17 @@ def understand(transcript: str, *, now: datetime, tz: ZoneInfo, window: CallWind
     # a time: clauses that negate their time are dropped
     kept: list[str] = []
     rejected: list[str] = []
+    rejected_part: str | None = None
     for clause in _clauses(tokens):
         ex = timeexpr.find(clause)
         if not ex.empty and _clause_negated(clause):
             rejected.extend(ex.spans)
+            rejected_part = ex.part or rejected_part
             continue
         kept.extend(clause)
     ex = timeexpr.find(kept)
+    if not ex.empty and ex.clock is None and ex.part is None and rejected_part and ex.minutes_from_now is None:
+        ex.part = _OTHER_PART[rejected_part]  # "завтра, только не утром" -> tomorrow afternoon
     deny_words = [w for w in words if _is_negated_word(w)]
     deny_words += [p for p, i in phrases if i == "deny"]
     if rejected:
