@@ -57,8 +57,35 @@ def context_extensions(run: Run, context: str) -> set[str] | None:
     return set(_EXTEN_RE.findall(out))
 
 
-def verify(run: Run, expect: Expectations) -> list[str]:
+# Applications that would let a caller leave the context towards a dialling application.
+_ESCAPES_RE = re.compile(r"\b(Dial|Goto|GotoIf|GotoIfTime|Gosub|GosubIf|Macro|Originate|Page|Queue|"
+                         r"DISA|ChanSpy|ExtenSpy|System|TrySystem|Exec|ExecIf)\(", re.I)
+_DIAL_RE = re.compile(r"\bDial\(([^)]*)\)", re.I)
+
+
+def toll_fraud_problems(run: Run) -> list[str]:
+    """[from-carrier] only hands calls to Stasis (no dialling, jumping or include), and
+    [operators] dials nothing but operators' own endpoints (never the trunk)."""
     problems: list[str] = []
+    out = run("dialplan show from-carrier")
+    for line in out.splitlines():
+        if _ESCAPES_RE.search(line):
+            problems.append(f"[from-carrier] must only enter Stasis, found: {' '.join(line.split())}")
+        if re.match(r"\s*Include\s*=>", line):
+            problems.append(f"[from-carrier] must not include other contexts: {' '.join(line.split())}")
+    out = run("dialplan show operators")
+    for line in out.splitlines():
+        for target in _DIAL_RE.findall(line):
+            first = target.split(",")[0]
+            if not re.fullmatch(r"PJSIP/[0-9]{2,8}", first.strip()):
+                problems.append(f"[operators] may dial operators only (PJSIP/<extension>), found Dial({target})")
+        if re.match(r"\s*Include\s*=>", line):
+            problems.append(f"[operators] must not include other contexts: {' '.join(line.split())}")
+    return problems
+
+
+def verify(run: Run, expect: Expectations) -> list[str]:
+    problems: list[str] = toll_fraud_problems(run)
     out = run(f"dialplan show {expect.dialled_public}@from-carrier")
     if not _stasis_in(out, expect.ari_app):
         problems.append(f"the public number {expect.public_number} does not enter Stasis({expect.ari_app},...) "

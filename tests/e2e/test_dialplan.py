@@ -122,6 +122,23 @@ def test_template_syntax_errors_are_refused_and_never_applied(live, e2e_settings
     assert len(_versions(database_url, s.asterisk_instance)) == count
 
 
+def test_an_edit_that_opens_the_trunk_is_refused_by_check(live, e2e_settings, database_url, tmp_path):
+    s = e2e_settings
+    before = read_dir(live.etc_dir)
+    trunk = _templates(tmp_path / "op", lambda t: t.replace(
+        "exten => i,1,Playback(pbx-invalid)", "exten => _9X.,1,Dial(PJSIP/${EXTEN:1}@carrier,30)\n"
+        "exten => i,1,Playback(pbx-invalid)"))
+    with pytest.raises(ApplyRefused) as refused:
+        apply(s, database_url, applied_by="mallory", template_dirs=[trunk])
+    assert any("[operators] may dial operators only" in p for p in refused.value.problems), refused.value.problems
+    inbound = _templates(tmp_path / "in", lambda t: t.replace(
+        "[from-carrier]\n", "[from-carrier]\ninclude => operators\n"))
+    with pytest.raises(ApplyRefused) as refused:
+        apply(s, database_url, applied_by="mallory", template_dirs=[inbound])
+    assert any("[from-carrier] must not include" in p for p in refused.value.problems), refused.value.problems
+    assert read_dir(live.etc_dir) == before
+
+
 async def _greeting_call(settings, tmp_path, **kwargs):
     from ivr.phones.sipp import SippCaller
 

@@ -137,3 +137,19 @@ def test_operator_extensions_are_read_from_pjsip_conf():
     ops = [OperatorEndpoint(e, "X", secrets.token_urlsafe(18)) for e in ("102", "101")]
     files = render_texts(s, Directories.instance("main", "/m"), ops)
     assert operator_extensions(files) == ["101", "102"]
+
+
+def test_toll_fraud_paths_in_the_dialplan_are_refused():
+    from ivr.dialplan.verify import toll_fraud_problems
+
+    clean = fake({"dialplan show from-carrier": PUBLIC, "dialplan show operators": OPERATORS})
+    assert toll_fraud_problems(clean) == []
+    dial_out = PUBLIC.replace("3. Hangup()", "3. Dial(PJSIP/${EXTEN}@carrier)")
+    goto = PUBLIC + "  Include =>        'outbound'                                    [pbx_config]\n"
+    assert len(toll_fraud_problems(fake({"dialplan show from-carrier": dial_out,
+                                         "dialplan show operators": OPERATORS}))) == 1
+    assert "must not include" in toll_fraud_problems(fake({"dialplan show from-carrier": goto,
+                                                           "dialplan show operators": OPERATORS}))[0]
+    trunk = OPERATORS + "  '_9X.' =>          1. Dial(PJSIP/${EXTEN:1}@carrier,30)   [extensions.conf:60]\n"
+    problems = toll_fraud_problems(fake({"dialplan show from-carrier": PUBLIC, "dialplan show operators": trunk}))
+    assert problems == ["[operators] may dial operators only (PJSIP/<extension>), found Dial(PJSIP/${EXTEN:1}@carrier,30)"]
