@@ -141,6 +141,9 @@ class Settings:
     sms_http_url: str = ""               # HTTP SMS gateway instead of SMPP
     sms_http_token: str = field(default="", repr=False)
     tts_cache_mb: int = 512
+    robot_no_speech_timeout: float = 5.0  # spoken dialog: after a question, seconds until "silence"
+    asr_queue: int = 8                    # recognitions waiting beyond the one running
+    utterance_retention_days: int = 30    # utterance audio kept for review this long
 
     # Asterisk: chroot image (private install) and the name of the instance inside it.
     asterisk_root: Path = PROJECT_ROOT / ".cache" / "asterisk-root"
@@ -215,6 +218,9 @@ _ENV_MAP = {
     "IVR_SMS_HTTP_URL": ("sms_http_url", lambda n, v: _url(n, v)),
     "IVR_SMS_HTTP_TOKEN": ("sms_http_token", lambda n, v: _text(n, v, 256)),
     "IVR_TTS_CACHE_MB": ("tts_cache_mb", lambda n, v: _int(n, v, 1, 100_000)),
+    "IVR_ROBOT_NO_SPEECH_TIMEOUT": ("robot_no_speech_timeout", lambda n, v: _float(n, v, minimum=1.0)),
+    "IVR_ASR_QUEUE": ("asr_queue", lambda n, v: _int(n, v, 0, 1000)),
+    "IVR_UTTERANCE_RETENTION_DAYS": ("utterance_retention_days", lambda n, v: _int(n, v, 1, 3650)),
 }
 
 

@@ -150,6 +150,9 @@ def robot_env(settings: Settings) -> dict[str, str]:
         "IVR_ROBOT_TOTAL_TIMEOUT": str(settings.robot_total_timeout),
         "IVR_ASTERISK_ROOT": str(settings.asterisk_root), "IVR_ASTERISK_INSTANCE": settings.asterisk_instance,
         "IVR_TTS_CACHE_MB": str(settings.tts_cache_mb),
+        "IVR_ROBOT_NO_SPEECH_TIMEOUT": str(settings.robot_no_speech_timeout),
+        "IVR_ASR_QUEUE": str(settings.asr_queue),
+        "IVR_UTTERANCE_RETENTION_DAYS": str(settings.utterance_retention_days),
     }
     for key, value in (("IVR_ROBOT_CALLER_ID", settings.robot_caller_id), ("IVR_WEBHOOK_URL", settings.webhook_url),
                        ("IVR_WEBHOOK_SECRET", settings.webhook_secret), ("IVR_SMPP_HOST", settings.smpp_host),

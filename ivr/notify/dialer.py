@@ -137,8 +137,9 @@ VALUES (:attempt_id, :seq, :step, :at, :duration_s, :audio_path, :transcript, :i
 ON CONFLICT (attempt_id, seq) DO NOTHING
 """)
 _UPCOMING_PROMPTS = text("""
-SELECT DISTINCT prompt_text FROM notification_jobs
-WHERE status IN ('pending', 'scheduled') AND next_attempt_at <= :until AND prompt_text IS NOT NULL
+SELECT DISTINCT j.prompt_text, j.template, j.e164, c.timezone
+FROM notification_jobs j JOIN clients c ON c.id = j.client_id
+WHERE j.status IN ('pending', 'scheduled') AND j.next_attempt_at <= :until AND j.prompt_text IS NOT NULL
 LIMIT :limit
 """)
 
@@ -176,6 +177,7 @@ class Dialer:
         self._closing: dict[str, object] = {}
         self._tz: dict[int, ZoneInfo] = {}      # attempt id -> the client's timezone (from the check)
         self._stop = asyncio.Event()
+        self._prerender: asyncio.Task | None = None
         self.placed = 0
         self.finished = 0
 
@@ -209,9 +211,10 @@ class Dialer:
                 if mono - last_sweep > 60:
                     last_sweep = mono
                     await self.sweep()
-                if mono - last_prerender > 10:
+                if mono - last_prerender > 10 and (self._prerender is None or self._prerender.done()):
                     last_prerender = mono
-                    await self.prerender_upcoming()
+                    # in the background: rendering many new prompts must never hold up claiming
+                    self._prerender = asyncio.create_task(self._prerender_quietly(), name="prerender")
             except (OSError, asyncio.TimeoutError) as exc:
                 log.warning("event=dialer_tick_failed reason=%r", str(exc)[:200])
             except Exception as exc:  # database errors: keep going, calls in flight continue
@@ -227,6 +230,8 @@ class Dialer:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let calls in flight finish (up to ``timeout``)."""
         self._stop.set()
+        if self._prerender is not None:
+            self._prerender.cancel()
         tasks = list(self._calls | self._sms_tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
@@ -325,6 +330,10 @@ class Dialer:
         try:
             try:
                 prompts = await self._prompts(job.prompt_text or "")
+                dialog = None   # the spoken dialog's phrases, rendered before the dial too
+                if self.policies.for_template(job.template).dialog == "callback":
+                    dialog = await self._dialog_phrases(job.prompt_text or "", self._tz.get(job.attempt_id),
+                                                        job.template)
             except (TtsError, ValueError) as exc:
                 log.error("event=prompt_render_failed job_id=%s reason=%r", job.job_id, str(exc)[:200])
                 result = AttemptResult("failure", "tts_failed", self.clock())
@@ -349,13 +358,10 @@ class Dialer:
             self.placed += 1
             log.info("event=call_placed job_id=%s attempt=%s/%s channel=%s", job.job_id, job.attempt_no,
                      job.max_attempts, channel_id)
-            dialog = None
-            if self.policies.for_template(job.template).dialog == "callback":
-                dialog = await self._dialog_phrases(job.prompt_text or "", self._tz.get(job.attempt_id),
-                                                    job.template)
             result = await call.wait_for_answer()
             if result is None:
-                result = await (self._speech_dialog(session, job.attempt_id, job.template, dialog, job.e164)
+                result = await (self._speech_dialog(session, job.attempt_id, job.template, dialog, job.e164,
+                                                    answered_at=call.answered_at)
                                 if dialog is not None else call.converse())
         finally:
             self._tz.pop(job.attempt_id, None)
@@ -386,7 +392,8 @@ class Dialer:
         return DialogPhrases(text=question, proposed=proposed, **audio)  # type: ignore[arg-type]
 
     async def _speech_dialog(self, session: CallSession, attempt_id: int, template: str, phrases: DialogPhrases,
-                             e164: str, tz: ZoneInfo | None = None) -> AttemptResult:
+                             e164: str, tz: ZoneInfo | None = None,
+                             answered_at: datetime | None = None) -> AttemptResult:
         tz = tz or self._tz.get(attempt_id) or client_timezone(None, e164)
         window = self.policies.for_template(template).window
 
@@ -407,7 +414,8 @@ class Dialer:
             kit = SpeechKit.keys_only()
         dialog = SpeechDialog(self.ari, session, audio, kit.segmenter(), kit.recognizer, phrases,
                               language=self.language, tz=tz, window=window, clock=self.clock, speak=self._speak,
-                              record_utterance=record_utterance, audio_dir=kit.audio_dir, timings=kit.timings)
+                              record_utterance=record_utterance, audio_dir=kit.audio_dir, timings=kit.timings,
+                              answered_at=answered_at or self.clock())
         try:
             return await dialog.run()
         finally:
@@ -502,16 +510,26 @@ class Dialer:
             log.info("event=jobs_expired count=%d", len(expired))
         await self.reconcile(own_only=False)
 
+    async def _prerender_quietly(self) -> None:
+        try:
+            await self.prerender_upcoming()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # database down etc.: the next round retries
+            log.warning("event=prerender_failed reason=%r", str(exc)[:160])
+
     async def prerender_upcoming(self, horizon_s: float = 300, limit: int = 200) -> int:
         """Render the prompts of jobs due in the next minutes, so the dial never waits for TTS."""
         async with self.engine.connect() as conn:
-            texts = [r[0] for r in (await conn.execute(_UPCOMING_PROMPTS, {
-                "until": self.clock() + timedelta(seconds=horizon_s), "limit": limit})).all()]
+            rows = (await conn.execute(_UPCOMING_PROMPTS, {
+                "until": self.clock() + timedelta(seconds=horizon_s), "limit": limit})).all()
         rendered = 0
-        for t in texts:
+        for prompt, template, e164, card_tz in rows:
             try:
-                audio = await self._speak(t)
+                audio = await self._speak(prompt)
                 rendered += not audio.cached
+                if self.policies.for_template(template).dialog == "callback":
+                    await self._dialog_phrases(prompt, client_timezone(card_tz, e164), template)
             except (TtsError, ValueError) as exc:
                 log.warning("event=prerender_failed reason=%r", str(exc)[:160])
         return rendered

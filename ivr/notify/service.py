@@ -89,6 +89,7 @@ class Robot:
         self.sms = self._sms_channel(clock)
         self.dispatcher = CallDispatcher(self.app_name, self._adopt)
         self.stream = AriEventStream(self.ari, self.app_name, self.dispatcher)
+        self.speech = self._speech_kit()
         self.dialer = Dialer(
             engine=self.engine, ari=self.ari, dispatcher=self.dispatcher, app=self.app_name,
             synthesizer=self.synthesizer, policies=self.policies, worker=settings.dialer_worker,
@@ -99,7 +100,7 @@ class Robot:
                                 client_interval_s=settings.dialer_client_interval),
             timings=RobotTimings(ring_timeout=settings.dialer_ring_timeout, digit_timeout=settings.robot_digit_timeout,
                                  total_timeout=settings.robot_total_timeout),
-            sms=self.sms, clock=clock)
+            sms=self.sms, clock=clock, speech=self.speech)
         self.webhook = self._webhook_sender(clock)
         self._runner: web.AppRunner | None = None
         self.tts_http_requests = 0
@@ -108,6 +109,28 @@ class Robot:
 
     async def _adopt(self, session, first_event) -> None:
         await self.dialer.adopt(session, first_event)
+
+    def _speech_kit(self):
+        """ASR (faster-whisper, one shared worker pool) + silero-vad per call, when installed;
+        otherwise None and the spoken dialog falls back to its key menu (logged)."""
+        from ivr.notify.speech_dialog import DialogTimings, SpeechKit, VadSegmenter
+
+        s = self.settings
+        try:
+            from ivr.speech.asr import AsrPool, WhisperEngine
+            from ivr.speech.models import silero_vad_onnx, whisper_base_ready
+
+            if not whisper_base_ready():
+                raise RuntimeError("the Whisper base model is not assembled (scripts/bootstrap.sh does it)")
+            silero_vad_onnx()
+            pool = AsrPool(WhisperEngine(), max_workers=1, max_queue=s.asr_queue)
+        except Exception as exc:  # ImportError, missing model: keys-only dialog
+            log.warning("event=speech_off reason=%r", str(exc)[:200])
+            return None
+        self.asr_pool = pool
+        return SpeechKit(recognizer=pool, segmenter_factory=VadSegmenter,
+                         audio_dir=s.state_dir / "utterances", bind_host=s.bind_host,
+                         timings=DialogTimings(no_speech_s=s.robot_no_speech_timeout))
 
     def _sms_channel(self, clock):
         s = self.settings
@@ -160,6 +183,7 @@ class Robot:
                        "placed": self.dialer.placed, "finished": self.dialer.finished},
             "sms": self.sms is not None, "webhook_url": bool(self.settings.webhook_url),
             "tts": {"folder": str(self.tts_folder), "http_requests": self.tts_http_requests},
+            "speech": self.speech is not None,
         }
         report["ok"] = report["ari"]["connected"]
         return web.json_response(report)
@@ -179,6 +203,10 @@ class Robot:
         if self.sms is not None and hasattr(self.sms_driver, "add_callback_route"):
             self.sms_driver.add_callback_route(app, "/sms/receipts")
         await self.dialer.prepare()
+        if self.speech is not None:
+            started = time.monotonic()
+            await self.asr_pool.load()   # the first answer must not wait for the model
+            log.info("event=asr_loaded seconds=%.1f", time.monotonic() - started)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.bind_host, self.settings.api_port).start()

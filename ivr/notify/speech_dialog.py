@@ -81,7 +81,6 @@ class Recognizer(Protocol):
 @dataclass(frozen=True)
 class DialogTimings:
     no_speech_s: float = 5.0          # after a question ends, how long we wait for him to speak
-    max_utterance_s: float = 10.0     # a longer utterance is cut and recognised as it is
     total_s: float = 150.0            # the dialog never lasts longer
     unclear_before_menu: int = 2
 
@@ -120,7 +119,7 @@ class SpeechDialog:
                  recognizer: Recognizer, phrases: DialogPhrases, *, language: str, tz: ZoneInfo,
                  window: CallWindow, clock: Callable[[], datetime], speak: Callable[[str], Awaitable[PromptAudio]],
                  record_utterance: Callable[..., Awaitable[None]], audio_dir: Path | None,
-                 timings: DialogTimings = DialogTimings()):
+                 timings: DialogTimings = DialogTimings(), answered_at: datetime | None = None):
         self.ari = ari
         self.session = session
         self.audio = audio
@@ -135,6 +134,7 @@ class SpeechDialog:
         self.record_utterance = record_utterance
         self.audio_dir = audio_dir
         self.timings = timings
+        self.answered_at = answered_at
         self.trace = DialogTrace()
         self.digits = ""
         self.hangup_cause: int | None = None
@@ -149,28 +149,16 @@ class SpeechDialog:
     # --- the speech pump: frames -> VAD -> synthetic events in the call's mailbox ----------------
 
     async def _pump_audio(self) -> None:
-        frames_max = int(self.timings.max_utterance_s * 50)
-        in_speech = 0
         while True:
             frame = await self.audio.next_frame(timeout=5.0)
             if frame is None:
                 continue
             for kind, pcm in self.segmenter.feed(frame):
                 if kind == "start":
-                    in_speech = 1
                     self.session.deliver(AriEvent.synthetic(SPEECH_STARTED, {"id": self.session.channel_id}))
                 elif kind == "end":
-                    in_speech = 0
                     self.session.deliver(AriEvent.synthetic(
                         UTTERANCE, {"id": self.session.channel_id}, pcm=pcm or b"", eos=time.monotonic()))
-            if in_speech:
-                in_speech += 1
-                if in_speech > frames_max:   # he keeps talking: take what we have
-                    in_speech = 0
-                    for kind, pcm in getattr(self.segmenter, "flush", lambda: [])():
-                        if kind == "end":
-                            self.session.deliver(AriEvent.synthetic(
-                                UTTERANCE, {"id": self.session.channel_id}, pcm=pcm or b"", eos=time.monotonic()))
 
     # --- the dialog ----------------------------------------------------------------------------
 
@@ -407,11 +395,37 @@ class SpeechDialog:
                 task: tuple[str, str] | None = None) -> AttemptResult:
         return AttemptResult(outcome=outcome, cause=cause[:40], ended_at=self.clock(), hangup_cause=self.hangup_cause,
                              digits=self.digits or None, prompt_text=self.phrases.text, callback_at=callback_at,
-                             task=task)
+                             task=task, answered_at=self.answered_at)
 
 
 class _Gone(Exception):
     """The client hung up."""
+
+
+class VadSegmenter:
+    """The dialog's Segmenter over silero-vad (ivr/speech/vad.py): speech start / end after
+    ``end_silence_ms`` of silence, utterances cut at ``max_utterance_s``; re-armed after each."""
+
+    def __init__(self, *, end_silence_ms: int = 500, max_utterance_s: float = 10.0, threshold: float = 0.5):
+        from ivr.speech.vad import EndOfSpeechDetector
+
+        self.detector = EndOfSpeechDetector(SAMPLE_RATE, threshold=threshold, end_silence_ms=end_silence_ms,
+                                            no_speech_timeout_s=None, max_utterance_s=max_utterance_s)
+
+    def feed(self, frame: bytes) -> list[tuple[str, bytes | None]]:
+        from ivr.speech.vad import SpeechEnded, SpeechStarted
+
+        out: list[tuple[str, bytes | None]] = []
+        for event in self.detector.feed(frame):
+            if isinstance(event, SpeechStarted):
+                out.append(("start", None))
+            elif isinstance(event, SpeechEnded):
+                out.append(("end", event.utterance.pcm))
+                self.detector.reset()
+        return out
+
+    def reset(self) -> None:
+        self.detector.reset()
 
 
 class NullSegmenter:
@@ -466,5 +480,5 @@ def proposed_slot(now: datetime, tz: ZoneInfo, window: CallWindow, hour: int = 1
     return window.next_working_day_at(now, tz, dtime(hour)).astimezone(tz)
 
 
-__all__ = ["DialogPhrases", "DialogTimings", "NullSegmenter", "SilentAudio", "SpeechDialog", "SpeechKit",
+__all__ = ["DialogPhrases", "DialogTimings", "NullSegmenter", "VadSegmenter", "SilentAudio", "SpeechDialog", "SpeechKit",
            "proposed_slot", "say_when"]

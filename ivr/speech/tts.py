@@ -260,6 +260,17 @@ class EspeakEngine:
         return await _wav_to_slin(self._runner, wav, sample_rate, sox)
 
 
+def trim_leading_silence(pcm: bytes, sample_rate: int, level: int = 500, keep_ms: int = 20) -> bytes:
+    """Drop the silence engines put before the first word (Festival: 86-312 ms, measured), keeping
+    ``keep_ms``: the client hears the first word that much sooner after he answers."""
+    samples = array.array("h")
+    samples.frombytes(pcm[:len(pcm) - len(pcm) % 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    onset = next((i for i, x in enumerate(samples) if abs(x) > level), None)
+    return pcm if onset is None else pcm[2 * max(0, onset - sample_rate * keep_ms // 1000):]
+
+
 # --- synthesizer -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -291,7 +302,9 @@ class Synthesizer:
         self.failures = 0
 
     def _key(self, engine: TtsEngine, text: str) -> PromptKey:
-        return PromptKey(engine.name, engine.voice, self.sample_rate, text)
+        # "+trim": the audio is stored without the engine's leading silence (a new cache name,
+        # so files rendered before trimming existed are never served as if trimmed)
+        return PromptKey(engine.name, f"{engine.voice}+trim", self.sample_rate, text)
 
     def _audio(self, path: Path, engine: TtsEngine, cached: bool) -> PromptAudio:
         try:
@@ -336,7 +349,7 @@ class Synthesizer:
                 continue
             try:
                 async with self._workers:
-                    pcm = await engine.synthesize(text, self.sample_rate)
+                    pcm = trim_leading_silence(await engine.synthesize(text, self.sample_rate), self.sample_rate)
                 if len(pcm) < 2 * self.sample_rate // 10:
                     raise TtsError(f"only {len(pcm)} bytes of audio")
             except TtsUnavailable as e:

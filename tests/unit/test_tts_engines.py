@@ -204,3 +204,16 @@ async def test_cancel_kills_the_process(tmp_path):
             break
         await asyncio.sleep(0.1)
     assert r.stdout.strip() == ""  # no text2wave left reading our temporary file
+
+
+def test_leading_silence_is_trimmed_to_20_ms():
+    import array as _array
+
+    from ivr.speech.tts import trim_leading_silence
+
+    silence = _array.array("h", [0, 3, -2] * 800)             # 2400 quiet samples (300 ms at 8 kHz)
+    speech = _array.array("h", [4000, -4000] * 400)
+    trimmed = trim_leading_silence(silence.tobytes() + speech.tobytes(), 8000)
+    assert len(trimmed) == 2 * (160 + len(speech))            # 20 ms of lead-in kept
+    quiet = _array.array("h", [1, -1] * 100).tobytes()
+    assert trim_leading_silence(quiet, 8000) == quiet          # nothing but silence: left alone
