@@ -202,7 +202,7 @@ def apply_files(settings: Settings, database_url: str, files: FileSet, *, applie
                 ami(cmd)
             problems = [f"Asterisk log: {line}" for line in log_problems(_log_since(messages, mark))
                         if _CONFIG_LOG_RE.search(line)]
-            problems += verify(ami, expect)
+            problems += verify(ami, expect, stop_early=True)
             if not problems and smoke is not None:
                 problems += smoke()
             problems = [mask(p, secrets) for p in problems]

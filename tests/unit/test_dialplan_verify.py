@@ -153,3 +153,9 @@ def test_toll_fraud_paths_in_the_dialplan_are_refused():
     trunk = OPERATORS + "  '_9X.' =>          1. Dial(PJSIP/${EXTEN:1}@carrier,30)   [extensions.conf:60]\n"
     problems = toll_fraud_problems(fake({"dialplan show from-carrier": PUBLIC, "dialplan show operators": trunk}))
     assert problems == ["[operators] may dial operators only (PJSIP/<extension>), found Dial(PJSIP/${EXTEN:1}@carrier,30)"]
+
+
+def test_a_busy_start_with_many_endpoints_is_not_a_config_problem():
+    line = ("[2026-11-30 06:45:52.169] WARNING[8764] taskprocessor.c: Taskprocessor "
+            "'stasis/m:devicestate:all-00000009' queue reached 500 scheduled tasks (high water mark: 500).")
+    assert log_problems([line]) == []
