@@ -259,3 +259,31 @@ def rollback(settings: Settings, database_url: str, version_id: int, *, applied_
             files[name] = live[name]
     return apply_files(settings, database_url, files, applied_by=applied_by, check=check, smoke=smoke,
                        rollback_of=version_id)
+
+
+def sipp_smoke(settings: Settings, number: str = "ivr-greeting", workdir: Path | None = None,
+               local_ip: str = "127.0.0.1") -> Callable[[], list[str]]:
+    """An extra smoke check for :func:`apply_files`: a real SIP call from ``local_ip`` (must be
+    in IVR_CARRIER_MATCH) to ``number`` in [from-carrier] must be answered. Needs sipp and a
+    running controller (the greeting self-test number is answered by it)."""
+
+    def run() -> list[str]:
+        import tempfile
+
+        from ivr.phones.sipp import SippCaller
+
+        async def call():
+            phone = SippCaller(settings.bind_host if settings.bind_host not in ("0.0.0.0", "::") else "127.0.0.1",
+                               settings.sip_port, local_ip=local_ip, caller_id="79000000000",
+                               workdir=workdir or Path(tempfile.mkdtemp(prefix="dialplan-smoke-")))
+            return await phone.call(number, hold_after=1, timeout=8, raise_on_error=False)
+
+        try:
+            result = asyncio.run(call())
+        except Exception as exc:  # noqa: BLE001 - sipp missing, ports...
+            return [f"smoke call to {number} could not be placed: {exc}"]
+        if not result.answered:
+            return [f"smoke call to {number}@from-carrier was not answered (SIP {result.status})"]
+        return []
+
+    return run

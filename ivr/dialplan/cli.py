@@ -175,22 +175,26 @@ def _apply_errors(exc: Exception) -> "click.ClickException":
 @dialplan_group.command("apply")
 @click.option("--by", "applied_by", default=None, help="Who applies (default: the login name).")
 @click.option("--no-check", is_flag=True, help="Skip the throw-away instance check (the smoke check still runs).")
+@click.option("--smoke-call", is_flag=True,
+              help="Also place a real SIP call (sipp) to the greeting self-test number after the reload; "
+                   "needs the controller running.")
 @templates_option
 @instance_option
 @database_option
-def apply_cmd(applied_by: str | None, no_check: bool, template_dirs, instance: str | None,
+def apply_cmd(applied_by: str | None, no_check: bool, smoke_call: bool, template_dirs, instance: str | None,
               database_url: str | None) -> None:
     """Render, check, write into the live instance, reload the changed modules over AMI,
     smoke-check (the public number enters Stasis, feature codes, every operator endpoint);
     roll back automatically if the smoke check fails. Every apply is stored."""
-    from ivr.dialplan.apply import ApplyRefused, ApplyRolledBack, apply
+    from ivr.dialplan.apply import ApplyRefused, ApplyRolledBack, apply, sipp_smoke
     from ivr.stack.asterisk import StackError
 
     settings = _settings(instance)
     url = _connected(database_url)
     try:
         result = apply(settings, url, applied_by=applied_by or _login(),
-                       template_dirs=_template_dirs(template_dirs), check=not no_check)
+                       template_dirs=_template_dirs(template_dirs), check=not no_check,
+                       smoke=sipp_smoke(settings) if smoke_call else None)
     except ConfigError as exc:
         raise click.ClickException(f"render failed, nothing applied: {exc}") from None
     except (ApplyRefused, ApplyRolledBack, StackError) as exc:

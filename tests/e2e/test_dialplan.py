@@ -178,6 +178,24 @@ async def test_a_broken_apply_is_rolled_back_and_calls_keep_flowing(live, contro
     assert wait_for_row(database_url, "+" + caller).result == "digit"
 
 
+async def test_apply_with_a_real_smoke_call(live, controller, e2e_settings, database_url, tmp_path):
+    from ivr.dialplan.apply import sipp_smoke
+
+    s = e2e_settings
+    templates = _templates(tmp_path, lambda t: t.replace("[default]", "[default]\n; smoke-call test"))
+    calls = []
+    smoke = sipp_smoke(s, workdir=tmp_path)
+    result = await asyncio.to_thread(apply, s, database_url, applied_by="dave", template_dirs=[templates],
+                                     smoke=lambda: calls.append(1) or smoke())
+    assert result.version is not None and calls == [1]
+    # The same smoke call against a number nobody answers makes the apply roll back.
+    templates = _templates(tmp_path / "2", lambda t: t.replace("[default]", "[default]\n; smoke-call test 2"))
+    bad_smoke = sipp_smoke(s, number="ivr-nobody-answers", workdir=tmp_path, local_ip="127.0.0.2")
+    with pytest.raises(ApplyRolledBack, match="was not answered"):
+        await asyncio.to_thread(apply, s, database_url, applied_by="dave", template_dirs=[templates], smoke=bad_smoke)
+    assert "; smoke-call test 2" not in read_dir(live.etc_dir)["extensions.conf"]
+
+
 def test_injection_through_operator_names_never_reaches_the_config(live, e2e_settings, database_url):
     s = e2e_settings
     hostile = "Eve\n[carrier]\ntype=identify\nmatch=0.0.0.0/0;(x),${SHELL}"
