@@ -70,7 +70,11 @@ async def test_caller_audio_streams_to_the_controller(asterisk, e2e_settings, tm
         await ari.originate("PJSIP/79160000001@carrier", app=app, channel_id=f"listen-{uuid.uuid4().hex[:8]}",
                             timeout=10)
         await asyncio.wait_for(done.wait(), 30)
-        snoops = [c for c in await ari.channels() if c.id.startswith(("snoop-", "media-"))]
+        for _ in range(50):   # hang-ups complete asynchronously in Asterisk
+            snoops = [c for c in await ari.channels() if c.id.startswith(("snoop-", "media-"))]
+            if not snoops:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await far.stop()
         await stream.stop()
