@@ -4,7 +4,6 @@ configuration (templates in asterisk-conf/ and dialplans/ + operators from the d
 from __future__ import annotations
 
 import getpass
-import os
 import sys
 from pathlib import Path
 
@@ -18,14 +17,13 @@ instance_option = click.option("--instance", default=None, metavar="NAME",
 templates_option = click.option(
     "--templates", "template_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Admin template folder searched before asterisk-conf/ and dialplans/ (repeatable; "
-         "default: IVR_DIALPLAN_TEMPLATES, ':'-separated).")
+         "default: IVR_DIALPLAN_TEMPLATES in the environment or var/ivr.env, ':'-separated).")
 
 
 def _template_dirs(given: tuple[Path, ...]) -> list[Path]:
-    if given:
-        return list(given)
-    env = os.environ.get("IVR_DIALPLAN_TEMPLATES", "")
-    return [Path(p) for p in env.split(os.pathsep) if p]
+    from ivr.stack.render import default_template_dirs
+
+    return list(given) if given else default_template_dirs()
 
 
 def _settings(instance: str | None):

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ivr.config import Settings
-from ivr.stack.render import CONF_FILES, Directories, OperatorEndpoint, find_moddir, render_texts
+from ivr.stack.render import (
+    CONF_FILES, Directories, OperatorEndpoint, default_template_dirs, find_moddir, render_texts,
+)
 
 FileSet = dict[str, str]
 
@@ -32,7 +34,10 @@ def live_directories(settings: Settings) -> Directories:
 def render_set(settings: Settings, operators: Sequence[OperatorEndpoint] = (),
                template_dirs: Sequence[Path | str] | None = None,
                directories: Directories | None = None) -> FileSet:
-    """Every config file, rendered; ConfigError on a broken template or a hostile value."""
+    """Every config file, rendered; ConfigError on a broken template or a hostile value.
+    ``template_dirs`` None: the admin's folders of IVR_DIALPLAN_TEMPLATES (if any)."""
+    if template_dirs is None:
+        template_dirs = default_template_dirs()
     return render_texts(settings, directories or live_directories(settings), list(operators), template_dirs)
 
 

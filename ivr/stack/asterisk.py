@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ivr.config import ConfigError, Settings
-from ivr.stack.render import Directories, OperatorEndpoint, find_moddir, render_texts
+from ivr.stack.render import Directories, OperatorEndpoint, default_template_dirs, find_moddir, render_texts
 
 DEBIAN_SUITE = "forky"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -138,7 +138,8 @@ class AsteriskInstance:
         if not self.image_ready():
             raise StackError(f"no Asterisk image at {self.root}: call ensure_image() / run `ivr stack up`")
         directories = Directories.instance(self.name, self.moddir)
-        texts = render_texts(self.settings, directories, operators)  # validate before touching anything
+        # validate before touching anything
+        texts = render_texts(self.settings, directories, operators, default_template_dirs())
         return self.install_files(texts)
 
     def install_files(self, texts: dict[str, str]) -> list[Path]:
@@ -341,7 +342,7 @@ def install_system(settings: Settings, etc_dir: Path = Path("/etc/asterisk"), ba
             moddir = find_moddir("/")
         except ConfigError:
             moddir = "/usr/lib/asterisk/modules"
-    texts = render_texts(settings, Directories.system(moddir, etc=str(etc_dir)))
+    texts = render_texts(settings, Directories.system(moddir, etc=str(etc_dir)), template_dirs=default_template_dirs())
     changes = []
     for name, text in texts.items():
         path = etc_dir / name
@@ -383,7 +384,7 @@ def diff_system(settings: Settings, etc_dir: Path = Path("/etc/asterisk")) -> st
         moddir = find_moddir("/")
     except ConfigError:
         pass
-    texts = render_texts(settings, Directories.system(moddir, etc=str(etc_dir)))
+    texts = render_texts(settings, Directories.system(moddir, etc=str(etc_dir)), template_dirs=default_template_dirs())
     out = []
     for name, text in texts.items():
         path = Path(etc_dir) / name

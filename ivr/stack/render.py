@@ -197,6 +197,27 @@ def _path_value(value: object) -> str:
     return text
 
 
+TEMPLATES_ENV = "IVR_DIALPLAN_TEMPLATES"
+
+
+def default_template_dirs() -> list[Path]:
+    """The admin's template folders from ``IVR_DIALPLAN_TEMPLATES`` (environment, else the env
+    file), ``os.pathsep``-separated. Every writer of the configuration (``ivr stack up``,
+    ``sync-operators``, ``install-system``, ``ivr dialplan``) uses them, so an operator sync
+    never silently drops an admin's edit."""
+    import os
+
+    value = os.environ.get(TEMPLATES_ENV)
+    if value is None:
+        from ivr.config import DEFAULT_ENV_FILE, read_env_file
+
+        try:
+            value = read_env_file(Path(os.environ.get("IVR_ENV_FILE", DEFAULT_ENV_FILE))).get(TEMPLATES_ENV)
+        except (ConfigError, OSError):
+            value = None
+    return [Path(p) for p in (value or "").split(os.pathsep) if p]
+
+
 def template_search_path(template_dirs: Sequence[Path | str] | None = None) -> list[str]:
     """Where templates are looked up: the admin's folders first (a file there replaces the
     shipped template of the same name), then ``asterisk-conf/`` and ``dialplans/``."""
@@ -303,7 +324,7 @@ def render_config(settings: Settings, out_dir: Path, directories: Directories | 
         except ConfigError:
             moddir = "/usr/lib/asterisk/modules"
         directories = Directories.instance(settings.asterisk_instance, moddir)
-    texts = render_texts(settings, directories)
+    texts = render_texts(settings, directories, template_dirs=default_template_dirs())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -115,3 +115,35 @@ def test_write_dir_is_atomic_and_removes_stale_conf_files(tmp_path):
     assert oct((tmp_path / "a.conf").stat().st_mode & 0o777) == "0o640"
     with pytest.raises(ValueError):
         write_dir({"../x.conf": ""}, tmp_path)
+
+
+def test_admin_folders_from_the_environment_reach_every_writer(settings, tmp_path, monkeypatch):
+    """IVR_DIALPLAN_TEMPLATES is used by render_set and by the instance's install_config (what
+    `ivr stack up` and `sync-operators` call), so an operator sync keeps the admin's edit."""
+    from ivr.stack.asterisk import AsteriskInstance
+    from ivr.stack.render import default_template_dirs
+
+    admin = tmp_path / "admin"
+    admin.mkdir()
+    (admin / "extensions.conf.j2").write_text(SHIPPED.read_text().replace("[default]", "[default]\n; admin edit"))
+    monkeypatch.setenv("IVR_DIALPLAN_TEMPLATES", str(admin))
+    assert default_template_dirs() == [admin]
+    assert "; admin edit" in render_set(settings, [], directories=DIRS)["extensions.conf"]
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/asterisk").write_text("")
+    (root / "usr/lib/x86_64-linux-gnu/asterisk/modules").mkdir(parents=True)
+    (root / "usr/lib/x86_64-linux-gnu/asterisk/modules/chan_pjsip.so").write_text("")
+    inst = AsteriskInstance(settings.with_overrides(asterisk_root=root, asterisk_instance="unit"))
+    inst.install_config()
+    assert "; admin edit" in (inst.etc_dir / "extensions.conf").read_text()
+
+
+def test_admin_folders_from_the_env_file(tmp_path, monkeypatch):
+    from ivr.stack.render import default_template_dirs
+
+    env = tmp_path / "ivr.env"
+    env.write_text(f"IVR_DIALPLAN_TEMPLATES={tmp_path}/a:{tmp_path}/b\n")
+    monkeypatch.delenv("IVR_DIALPLAN_TEMPLATES", raising=False)
+    monkeypatch.setenv("IVR_ENV_FILE", str(env))
+    assert default_template_dirs() == [tmp_path / "a", tmp_path / "b"]
