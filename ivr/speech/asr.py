@@ -144,13 +144,14 @@ class WhisperEngine:
     name = "whisper"
 
     def __init__(self, model_dir: Path | str | None = None, *, language: str = "ru", beam_size: int = 5,
-                 compute_type: str = "int8", cpu_threads: int = 0, word_timestamps: bool = False,
-                 assemble: bool = True):
+                 compute_type: str = "int8", cpu_threads: int = 0, num_workers: int = 1,
+                 word_timestamps: bool = False, assemble: bool = True):
         self.model_dir = Path(model_dir) if model_dir else whisper_base_dir()
         self.language = language
         self.beam_size = beam_size
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
+        self.num_workers = num_workers  # CTranslate2 replicas: set to the pool's max_workers
         self.word_timestamps = word_timestamps
         self.assemble = assemble
         self._model = None
@@ -181,7 +182,8 @@ class WhisperEngine:
                     raise AsrUnavailable(f"no Whisper model in {self.model_dir} (python -m ivr.speech.models)")
             try:
                 self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type=self.compute_type,
-                                           cpu_threads=self.cpu_threads, local_files_only=True)
+                                           cpu_threads=self.cpu_threads, num_workers=self.num_workers,
+                                           local_files_only=True)
             except Exception as e:  # CTranslate2 raises RuntimeError / ValueError on bad files
                 raise AsrUnavailable(f"cannot load Whisper model from {self.model_dir}: {e}") from e
             self.load_s = time.monotonic() - t0
@@ -386,4 +388,114 @@ class AsrPool:
 
 def default_recognizer(model_dir: Path | str | None = None, *, max_workers: int = 1, max_queue: int = 4) -> AsrPool:
     """Whisper base (int8, CPU) in a one-worker pool."""
-    return AsrPool(WhisperEngine(model_dir), max_workers=max_workers, max_queue=max_queue)
+    return AsrPool(WhisperEngine(model_dir, num_workers=max_workers), max_workers=max_workers, max_queue=max_queue)
+
+
+# --- command line: transcribe files, measure the pool ------------------------------------------
+
+_proc_engine: WhisperEngine | None = None
+
+
+def _proc_init(model_dir: str | None, cpu_threads: int) -> None:
+    global _proc_engine
+    _proc_engine = WhisperEngine(model_dir, cpu_threads=cpu_threads)
+    _proc_engine.load()
+
+
+def _proc_recognize(pcm: bytes, sample_rate: int) -> Transcript:
+    return _proc_engine.recognize(pcm, sample_rate)
+
+
+def read_wav(path: Path | str) -> tuple[bytes, int]:
+    import wave
+    with wave.open(str(path)) as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"{path}: mono 16-bit WAV expected")
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+async def _bench(files: list[str], mode: str, workers: int, rounds: int, cpu_threads: int) -> None:
+    """Decode every file ``rounds`` times, all submitted at once, while a 5 ms ticker measures
+    the event loop's lag: threads (AsrPool) or processes (one model per process)."""
+    audio = [read_wav(f) for f in files]
+    loop = asyncio.get_running_loop()
+    t0 = time.monotonic()
+    if mode == "threads":
+        pool = AsrPool(WhisperEngine(cpu_threads=cpu_threads, num_workers=workers), max_workers=workers,
+                       max_queue=10_000,
+                       timeout_s=None)
+        await pool.load()
+        submit = lambda pcm, rate: pool.transcribe(pcm, rate)  # noqa: E731
+        close = pool.close
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_proc_init, initargs=(None, cpu_threads))
+        await asyncio.gather(*(loop.run_in_executor(ex, time.sleep, 0.2) for _ in range(workers)))
+        submit = lambda pcm, rate: loop.run_in_executor(ex, _proc_recognize, pcm, rate)  # noqa: E731
+        close = ex.shutdown
+    load_s = time.monotonic() - t0
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker():
+        while not done.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - t - 0.005)
+
+    tick = asyncio.create_task(ticker())
+    t1 = time.monotonic()
+    results = await asyncio.gather(*(submit(pcm, rate) for _ in range(rounds) for pcm, rate in audio))
+    wall = time.monotonic() - t1
+    done.set()
+    await tick
+    close()
+    audio_s = sum(r.duration_s for r in results)
+    lags.sort()
+    print(f"{mode}: workers={workers} cpu_threads={cpu_threads} load {load_s:.2f} s; {len(results)} decodes of "
+          f"{audio_s:.1f} s audio in {wall:.2f} s wall (throughput RTF {wall / audio_s:.2f}); "
+          f"per decode {min(r.elapsed_s for r in results):.2f}-{max(r.elapsed_s for r in results):.2f} s; "
+          f"loop lag p50 {lags[len(lags) // 2] * 1000:.1f} ms, max {lags[-1] * 1000:.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog="python -m ivr.speech.asr",
+                                description="Transcribe mono 16-bit WAV files (8 or 16 kHz) with Whisper base, "
+                                            "or measure the worker pool (--bench).")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--engine", choices=["whisper", "vosk"], default="whisper")
+    p.add_argument("--model", help="model folder (Vosk: required)")
+    p.add_argument("--grammar", help="Vosk: comma-separated phrases")
+    p.add_argument("--bench", choices=["threads", "processes"])
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--cpu-threads", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.bench:
+        asyncio.run(_bench(args.files, args.bench, args.workers, args.rounds, args.cpu_threads))
+        return 0
+    if args.engine == "vosk":
+        if not args.model:
+            p.error("--model is required for vosk")
+        engine: SyncEngine = VoskEngine(args.model, grammar=args.grammar.split(",") if args.grammar else None)
+    else:
+        engine = WhisperEngine(args.model, cpu_threads=args.cpu_threads)
+    try:
+        engine.load()
+        for f in args.files:
+            pcm, rate = read_wav(f)
+            t = engine.recognize(pcm, rate)
+            print(f"{f}\t{t.text}\t{t.duration_s:.2f} s audio, {t.elapsed_s:.2f} s, RTF {t.rtf:.2f}")
+    except AsrError as e:
+        print(f"ivr.speech.asr: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

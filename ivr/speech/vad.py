@@ -10,8 +10,9 @@ Streaming API for the call's audio as it arrives (RTP frames of slin / slin16)::
             elif isinstance(ev, NoSpeech): no answer: repeat / DTMF menu
 
 The model scores 32 ms windows (256 samples at 8 kHz, 512 at 16 kHz); the detector keeps the
-model state between windows, so frames of any size can be fed. One window costs ~0.1-0.2 ms of
-CPU here, so ``feed`` can run on the event loop for 20 ms RTP frames (docs/asr.md has figures).
+model state between windows, so frames of any size can be fed. One window costs ~0.3 ms of CPU
+here when idle, ~1 ms with the machine loaded, so ``feed`` can run on the event loop for 20 ms
+RTP frames of a handful of calls; beyond that run it in a thread (docs/asr.md has figures).
 The ONNX session is loaded once per process and shared by all detectors (onnxruntime sessions are
 thread-safe); each detector has its own recurrent state.
 """

@@ -174,13 +174,13 @@ def test_reset_listens_again():
 
 @needs_festival
 def test_vad_cost_is_small():
-    """~0.1-0.2 ms of CPU per 32 ms window: fine to run on the event loop for RTP frames."""
+    """~0.2 ms of CPU per 32 ms window idle, ~1 ms under load: fine on the event loop for RTP frames."""
     audio = (silence(0.5) + festival("перезвоните завтра в десять")) * 4
     det = EndOfSpeechDetector(8000, end_silence_ms=5000, max_utterance_s=60)
     t0 = time.perf_counter()
     feed_frames(det, audio)
     rtf = (time.perf_counter() - t0) / (len(audio) / 16000)
-    assert rtf < 0.05, rtf
+    assert rtf < 0.1, rtf  # 0.006 idle, 0.03 with the machine at load 4-5
 
 
 def test_model_windows_and_rates():
