@@ -6,10 +6,8 @@ the modules that read the changed files over AMI, smoke-check, and put the previ
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -131,18 +129,6 @@ class AmiCli:
             self.loop.close()
 
 
-@contextmanager
-def _apply_lock(settings: Settings):
-    path = Path(settings.state_dir) / f"dialplan-apply-{settings.asterisk_instance}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _log_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -169,7 +155,7 @@ def apply_files(settings: Settings, database_url: str, files: FileSet, *, applie
     instance = AsteriskInstance(settings)
     secrets = [*secrets_of(settings), *secrets]
     secrets += secrets_in(files)
-    with _apply_lock(settings):
+    with instance.config_lock():
         live = read_dir(instance.etc_dir)
         secrets += secrets_in(live)
         changed = changed_files(live, files)

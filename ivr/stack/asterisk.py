@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import fcntl
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -132,6 +134,19 @@ class AsteriskInstance:
         return find_moddir(self.root)
 
     # --- config ------------------------------------------------------------------------------
+
+    @contextmanager
+    def config_lock(self):
+        """Held while the instance's config files are rewritten and reloaded (`ivr dialplan
+        apply`, `sync-operators`): two writers wait for each other instead of interleaving."""
+        path = Path(self.settings.state_dir) / f"config-{self.name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def install_config(self, operators: Sequence[OperatorEndpoint] = ()) -> list[Path]:
         """Render the config into the instance's etc dir (stale files removed first)."""

@@ -50,9 +50,10 @@ def sync_operators(settings: Settings, database_url: str) -> int:
     of the running instance. Returns the number of operator endpoints."""
     endpoints = load_operator_endpoints(database_url)
     instance = AsteriskInstance(settings)
-    instance.install_config(endpoints)
-    if instance.is_running():
-        instance.cli("module reload res_pjsip.so")
-        instance.cli("dialplan reload")
+    with instance.config_lock():
+        instance.install_config(endpoints)
+        if instance.is_running():
+            instance.cli("module reload res_pjsip.so")
+            instance.cli("dialplan reload")
     log.info("event=operators_synced endpoints=%d instance=%s", len(endpoints), instance.name)
     return len(endpoints)
