@@ -87,6 +87,26 @@ class Transcript:
     def normalized(self) -> str:
         return normalize_transcript(self.text)
 
+    @property
+    def no_speech_prob(self) -> float:
+        """Whisper's highest no-speech probability over the segments (0 for Vosk / no segments)."""
+        return max((s.no_speech_prob or 0.0 for s in self.segments), default=0.0)
+
+    @property
+    def suspect(self) -> bool:
+        """Likely not the caller's words: Whisper's no-speech probability is high, or the text is
+        one of the subtitle credits / sound captions Whisper invents on noise ("ТРЕВОЖНАЯ МУЗЫКА",
+        "Редактор субтитров ..."). The understanding layer should treat it as no answer."""
+        return self.no_speech_prob >= NO_SPEECH_SUSPECT or bool(HALLUCINATION.search(self.normalized))
+
+
+# Whisper on noise or silence (measured here: white noise -> "ТРЕВОЖНАЯ МУЗЫКА", "Редактор
+# субтитров А.Синецкая Корректор А.Егорова", both with no_speech_prob 0.66-0.73; Festival "да" 0.34).
+NO_SPEECH_SUSPECT = 0.6
+HALLUCINATION = re.compile(
+    r"субтитр|редактор|корректор|продолжение следует|спасибо за просмотр|подписывайтесь|"
+    r"dimatorzok|музыка|аплодисменты|смех|^(шум|тишина)$")
+
 
 def normalize_transcript(text: str) -> str:
     """Lower case, ё -> е, punctuation removed (digits, ':' inside times and hyphens inside words kept)."""

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from ivr.speech import models
-from ivr.speech.asr import (AsrOverloaded, AsrPool, AsrUnavailable, Transcript, VoskEngine, WhisperEngine,
-                            normalize_transcript, resample)
+from ivr.speech.asr import (AsrOverloaded, AsrPool, AsrUnavailable, Segment, Transcript, VoskEngine,
+                            WhisperEngine, normalize_transcript, resample)
 from ivr.speech.models import ModelCorrupt, ModelNotInstalled
 
 
@@ -228,6 +228,28 @@ def test_vad_cut_utterance_to_whisper(whisper):
     ended = [e for i in range(0, len(audio), 320) for e in det.feed(audio[i:i + 320]) if isinstance(e, SpeechEnded)]
     assert len(ended) == 1
     assert "да" in whisper.recognize(ended[0].utterance.pcm, 8000).normalized.split()
+
+
+@mark(needs_whisper)
+@needs_festival
+def test_whisper_noise_is_flagged_suspect(whisper):
+    """Whisper invents text on noise (subtitle credits, "ТРЕВОЖНАЯ МУЗЫКА"): flagged, not trusted."""
+    rng = np.random.default_rng(1)
+    for pcm in (rng.normal(0, 300, 8000).astype("<i2").tobytes(), rng.normal(0, 3000, 24000).astype("<i2").tobytes()):
+        t = whisper.recognize(pcm, 8000)
+        assert t.text == "" or t.suspect, (t.text, t.no_speech_prob)
+    assert whisper.recognize(silence(1.0), 8000).text == ""
+    for answer in ("да", "перезвоните завтра в десять"):
+        assert not whisper.recognize(silence(0.2) + festival(answer) + silence(0.3), 8000).suspect
+
+
+def test_suspect_phrases():
+    def t(text, nsp=0.1):
+        return Transcript(text, "ru", 1.0, 0.1, "whisper", segments=(Segment(text, 0, 1, -0.5, nsp),))
+
+    assert t("Редактор субтитров А.Синецкая").suspect and t("ТРЕВОЖНАЯ МУЗЫКА").suspect
+    assert t("Продолжение следует...").suspect and t("Да.", nsp=0.7).suspect
+    assert not t("Да.").suspect and not t("Нет, лучше завтра").suspect and not t("Удобно").suspect
 
 
 @mark(needs_whisper)
