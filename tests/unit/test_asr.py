@@ -32,7 +32,13 @@ def _missing(check) -> str | None:
 
 
 def _whisper_check():
+    """The model is usable: faster-whisper plus an assembled folder, or the wheels to assemble it."""
     import faster_whisper  # noqa: F401
+    if not models.whisper_base_ready():
+        models._whisper_sources()
+
+
+def _wheels_check():
     models._whisper_sources()
 
 
@@ -52,6 +58,9 @@ def _festival_check():
 _no_whisper, _no_vosk, _no_festival = _missing(_whisper_check), _missing(_vosk_check), _missing(_festival_check)
 needs_whisper = [pytest.mark.models,
                  pytest.mark.skipif(_no_whisper is not None, reason=f"Whisper base: {_no_whisper}")]
+_no_wheels = _missing(_wheels_check)
+needs_wheels = [pytest.mark.models,
+                pytest.mark.skipif(_no_wheels is not None, reason=f"Whisper base wheels: {_no_wheels}")]
 needs_vosk = [pytest.mark.models, pytest.mark.skipif(_no_vosk is not None, reason=f"Vosk model: {_no_vosk}")]
 needs_festival = pytest.mark.skipif(_no_festival is not None, reason=str(_no_festival))
 
@@ -126,7 +135,7 @@ def test_resample_8k_to_16k_keeps_a_tone():
 
 # --- model assembly ----------------------------------------------------------------------------
 
-@mark(needs_whisper)
+@mark(needs_wheels)
 def test_assemble_whisper_base_verified_atomic_idempotent(tmp_path):
     dest = tmp_path / "whisper-base"
     t0 = time.monotonic()
@@ -153,7 +162,7 @@ def test_assemble_whisper_base_verified_atomic_idempotent(tmp_path):
     print(f"assembly {took:.2f} s")
 
 
-@mark(needs_whisper)
+@mark(needs_wheels)
 def test_assembly_with_a_wrong_checksum_leaves_nothing(tmp_path):
     dest = tmp_path / "whisper-base"
     with pytest.raises(ModelCorrupt):
@@ -161,7 +170,7 @@ def test_assembly_with_a_wrong_checksum_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@mark(needs_whisper)
+@mark(needs_wheels)
 def test_concurrent_assemblies_of_one_folder(tmp_path):
     """Two bootstraps (or a bootstrap and a test) at once: both succeed, one complete folder."""
     from concurrent.futures import ThreadPoolExecutor
@@ -172,7 +181,7 @@ def test_concurrent_assemblies_of_one_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["wb"] and models.whisper_base_ready(dest)
 
 
-@mark(needs_whisper)
+@mark(needs_wheels)
 def test_models_cli(tmp_path, capsys):
     dest = tmp_path / "m"
     assert models.main(["--check", "--dest", str(dest)]) == 1
@@ -222,6 +231,9 @@ def test_whisper_16k_and_word_timestamps():
 def test_vad_cut_utterance_to_whisper(whisper):
     """The audio path: 20 ms frames -> end of speech -> the utterance -> Whisper."""
     pytest.importorskip("onnxruntime")
+    no_vad = _missing(models.silero_vad_onnx)
+    if no_vad:
+        pytest.skip(f"Silero VAD model: {no_vad}")
     from ivr.speech.vad import EndOfSpeechDetector, SpeechEnded
     audio = silence(1.0) + festival("да") + silence(1.5)
     det = EndOfSpeechDetector(8000)
