@@ -164,7 +164,8 @@ class EndOfSpeechDetector:
         self._last_speech_len = 0         # len(self._speech) after the last speech window
         self._silence = 0
         self.done = False
-        self.probabilities: list[float] = []  # per window, for diagnostics and tests
+        # per window, for diagnostics and tests; bounded (~5 min) for detectors that listen all call long
+        self.probabilities: deque[float] = deque(maxlen=10_000)
 
     @property
     def in_speech(self) -> bool:
