@@ -148,9 +148,31 @@ def correct(word: str) -> tuple[str, float]:
     return word, 1.0
 
 
+def _rejoin(tokens: list[str]) -> list[str]:
+    """ASR sometimes splits a word after a short prefix ("по недельнику" for "понедельник",
+    "пере звоните"): two tokens whose concatenation is, or corrects to, a vocabulary word while
+    the second alone is not one are joined. Never across negation ("не удобно" stays two words:
+    the negation guard reads it)."""
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        a = tokens[i]
+        b = tokens[i + 1] if i + 1 < len(tokens) else None
+        if (b is not None and a not in ("не", "ни") and len(a) <= 4 and a.isalpha() and b.isalpha()
+                and correct(b)[0] not in VOCABULARY):
+            joined, _ = correct(a + b)
+            if joined in VOCABULARY:
+                out.append(a + b)
+                i += 2
+                continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def normalize(transcript: str) -> tuple[list[str], float, list[str]]:
     """Canonical tokens (``|`` = clause boundary), the lowest fuzzy ratio used, the corrections."""
-    tokens = timeexpr.canonical(transcript or "")
+    tokens = _rejoin(timeexpr.canonical(transcript or ""))
     out, low, fixes = [], 1.0, []
     for t in tokens:
         c, r = correct(t)
