@@ -144,6 +144,9 @@ class Settings:
     robot_no_speech_timeout: float = 5.0  # spoken dialog: after a question, seconds until "silence"
     asr_queue: int = 8                    # recognitions waiting beyond the one running
     utterance_retention_days: int = 30    # utterance audio kept for review this long
+    asr_engine: str = "whisper"           # whisper (faster-whisper, Whisper base) | vosk (model supplied)
+    vosk_model: str = ""                  # folder of a Russian Vosk model (IVR_ASR_ENGINE=vosk)
+    vosk_grammar: bool = True             # restrict Vosk to the dialog's phrases
 
     # Asterisk: chroot image (private install) and the name of the instance inside it.
     asterisk_root: Path = PROJECT_ROOT / ".cache" / "asterisk-root"
@@ -221,6 +224,10 @@ _ENV_MAP = {
     "IVR_ROBOT_NO_SPEECH_TIMEOUT": ("robot_no_speech_timeout", lambda n, v: _float(n, v, minimum=1.0)),
     "IVR_ASR_QUEUE": ("asr_queue", lambda n, v: _int(n, v, 0, 1000)),
     "IVR_UTTERANCE_RETENTION_DAYS": ("utterance_retention_days", lambda n, v: _int(n, v, 1, 3650)),
+    "IVR_ASR_ENGINE": ("asr_engine", lambda n, v: _choice(n, v, ("whisper", "vosk"))),
+    "IVR_VOSK_MODEL": ("vosk_model", lambda n, v: _text(n, v, 500)),
+    "IVR_VOSK_GRAMMAR": ("vosk_grammar", lambda n, v: _choice(n, v, ("0", "1", "yes", "no", "true", "false"))
+                         in ("1", "yes", "true")),
 }
 
 
@@ -231,6 +238,13 @@ def _int(name: str, raw: str, low: int, high: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
     return value
 
 

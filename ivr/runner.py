@@ -153,12 +153,14 @@ def robot_env(settings: Settings) -> dict[str, str]:
         "IVR_ROBOT_NO_SPEECH_TIMEOUT": str(settings.robot_no_speech_timeout),
         "IVR_ASR_QUEUE": str(settings.asr_queue),
         "IVR_UTTERANCE_RETENTION_DAYS": str(settings.utterance_retention_days),
+        "IVR_ASR_ENGINE": settings.asr_engine,
     }
     for key, value in (("IVR_ROBOT_CALLER_ID", settings.robot_caller_id), ("IVR_WEBHOOK_URL", settings.webhook_url),
                        ("IVR_WEBHOOK_SECRET", settings.webhook_secret), ("IVR_SMPP_HOST", settings.smpp_host),
                        ("IVR_SMPP_SYSTEM_ID", settings.smpp_system_id),
                        ("IVR_SMPP_PASSWORD", settings.smpp_password), ("IVR_SMS_SOURCE", settings.sms_source),
-                       ("IVR_SMS_HTTP_URL", settings.sms_http_url), ("IVR_SMS_HTTP_TOKEN", settings.sms_http_token)):
+                       ("IVR_SMS_HTTP_URL", settings.sms_http_url), ("IVR_SMS_HTTP_TOKEN", settings.sms_http_token),
+                       ("IVR_VOSK_MODEL", settings.vosk_model)):
         if value:
             env[key] = value
     if settings.smpp_host:

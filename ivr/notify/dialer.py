@@ -31,6 +31,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
 from zoneinfo import ZoneInfo
 
@@ -135,6 +136,9 @@ INSERT INTO utterances (attempt_id, seq, step, at, duration_s, audio_path, trans
 VALUES (:attempt_id, :seq, :step, :at, :duration_s, :audio_path, :transcript, :intent, :resolved_at, :asr_ms,
         :engine)
 ON CONFLICT (attempt_id, seq) DO NOTHING
+""")
+_OLD_UTTERANCES = text("""
+DELETE FROM utterances WHERE at < :cutoff RETURNING audio_path
 """)
 _UPCOMING_PROMPTS = text("""
 SELECT DISTINCT j.prompt_text, j.template, j.e164, c.timezone
@@ -509,6 +513,24 @@ class Dialer:
         if expired:
             log.info("event=jobs_expired count=%d", len(expired))
         await self.reconcile(own_only=False)
+        if self.speech is not None:
+            await self.forget_old_utterances(self.speech.retention_days)
+
+    async def forget_old_utterances(self, days: int) -> int:
+        """Retention: utterance audio and rows older than ``days`` are deleted (files first
+        listed from the rows, so a file is never orphaned by a crash between the two)."""
+        cutoff = self.clock() - timedelta(days=days)
+        async with self.engine.begin() as conn:
+            paths = [r[0] for r in (await conn.execute(_OLD_UTTERANCES, {"cutoff": cutoff})).all()]
+        for path in paths:
+            if path:
+                try:
+                    Path(path).unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("event=utterance_audio_not_deleted path=%s reason=%r", path, str(exc)[:100])
+        if paths:
+            log.info("event=utterances_forgotten count=%d older_than_days=%d", len(paths), days)
+        return len(paths)
 
     async def _prerender_quietly(self) -> None:
         try:

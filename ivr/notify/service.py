@@ -120,17 +120,28 @@ class Robot:
             from ivr.speech.asr import AsrPool, WhisperEngine
             from ivr.speech.models import silero_vad_onnx, whisper_base_ready
 
-            if not whisper_base_ready():
-                raise RuntimeError("the Whisper base model is not assembled (scripts/bootstrap.sh does it)")
             silero_vad_onnx()
-            pool = AsrPool(WhisperEngine(), max_workers=1, max_queue=s.asr_queue)
+            if s.asr_engine == "vosk":
+                # a Russian Vosk model the admin supplies; recognition restricted to the dialog's phrases
+                from ivr.notify.speech_dialog import DIALOG_GRAMMAR
+                from ivr.speech.asr import VoskEngine
+
+                if not s.vosk_model:
+                    raise RuntimeError("IVR_ASR_ENGINE=vosk needs IVR_VOSK_MODEL (a Russian Vosk model folder)")
+                engine = VoskEngine(s.vosk_model, grammar=DIALOG_GRAMMAR if s.vosk_grammar else None)
+            else:
+                if not whisper_base_ready():
+                    raise RuntimeError("the Whisper base model is not assembled (scripts/bootstrap.sh does it)")
+                engine = WhisperEngine()
+            pool = AsrPool(engine, max_workers=1, max_queue=s.asr_queue)
         except Exception as exc:  # ImportError, missing model: keys-only dialog
             log.warning("event=speech_off reason=%r", str(exc)[:200])
             return None
         self.asr_pool = pool
         return SpeechKit(recognizer=pool, segmenter_factory=VadSegmenter,
                          audio_dir=s.state_dir / "utterances", bind_host=s.bind_host,
-                         timings=DialogTimings(no_speech_s=s.robot_no_speech_timeout))
+                         timings=DialogTimings(no_speech_s=s.robot_no_speech_timeout),
+                         retention_days=s.utterance_retention_days)
 
     def _sms_channel(self, clock):
         s = self.settings

@@ -50,6 +50,14 @@ log = logging.getLogger("ivr.notify.dialog")
 SPEECH_STARTED = "IvrSpeechStarted"
 UTTERANCE = "IvrUtterance"
 _HANGUP_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed", CHANNEL_GONE})
+# What a grammar-restricted recogniser (Vosk) may hear in this dialog; "[unk]" for anything else.
+DIALOG_GRAMMAR = [
+    "да", "нет", "удобно", "неудобно", "не удобно", "давайте", "хорошо", "конечно", "можно", "не надо",
+    "не сейчас", "повторите", "ещё раз", "оператор", "менеджер", "сегодня", "завтра", "послезавтра",
+    "в понедельник", "во вторник", "в среду", "в четверг", "в пятницу", "утром", "днём", "после обеда",
+    "вечером", "через час", "через два часа", "в десять", "в одиннадцать", "в двенадцать", "в час", "в два",
+    "в три", "в четыре", "в пять", "в шесть", "часов", "тридцать", "на следующей неделе", "[unk]",
+]
 _WEEKDAYS = ("в понедельник", "во вторник", "в среду", "в четверг", "в пятницу", "в субботу", "в воскресенье")
 
 
@@ -465,6 +473,7 @@ class SpeechKit:
     audio_dir: Path | None
     bind_host: str = "127.0.0.1"
     timings: DialogTimings = field(default_factory=DialogTimings)
+    retention_days: int = 30        # utterance audio and rows older than this are deleted
 
     def segmenter(self) -> Segmenter:
         return self.segmenter_factory()
