@@ -508,3 +508,32 @@ class Utterance(Base):
     engine: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (UniqueConstraint("attempt_id", "seq", name="uq_utterances_attempt_seq"),)
+
+
+class WebUser(Base):
+    """A person who logs in to the web console. Passwords are stored as argon2id hashes."""
+
+    __tablename__ = "web_users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))             # admin / head / manager
+    password_hash: Mapped[str] = mapped_column(String(300))
+    # head of department: his department; manager: his operator record (pause/resume himself)
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id", ondelete="SET NULL"))
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("operators.id", ondelete="SET NULL"))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'head', 'manager')", name="role_known"),)
+
+
+class WebSession(Base):
+    """A logged-in browser: the cookie holds only the random id; the CSRF token is per session."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
