@@ -144,6 +144,8 @@ def _register_capability_commands() -> None:
     main.add_command(notify_group, "notify")
     from ivr.notify.cli import status_cmd
     main.add_command(status_cmd, "notifications")   # issue 4: `ivr notifications --status ...`
+    from ivr.web.cli import web_group
+    main.add_command(web_group, "web")   # issue 7: the web console
 
 
 _register_capability_commands()

@@ -1,0 +1,1 @@
+"""The web console: operator controls, rules editor, client card (docs/web.md)."""
