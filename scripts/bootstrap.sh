@@ -52,6 +52,16 @@ if [ ! -f "$STAMP" ]; then
     # Silero VAD: only its ONNX model and onnxruntime are used (ivr/speech/vad.py); the wheel
     # declares torch (+ CUDA, ~5 GB), so it is installed without dependencies.
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps silero-vad==6.2.3 2>&1 | grep -v -E '^WARNING: Location|ignored: it is neither' || true
+    # Silero TTS (optional engine, ivr/speech/silero.py; the setup.cfg extra "silero"): torch's CPU
+    # build, only from a local file on pip's find-links (--no-index: never the ~5 GB CUDA build
+    # from the index; 1-1.5 min, ~870 MB). The second command adds torch's small pure-Python
+    # dependencies. Without such a file the Silero tests skip, naming the reason.
+    if "$VENV/bin/pip" install -q --disable-pip-version-check --no-index --no-deps torch==2.13.0+cpu >/dev/null 2>&1; then
+        "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0+cpu 2>&1 | grep -v -E '^WARNING: Location|ignored: it is neither' || true
+        "$VENV/bin/python" -c 'import torch.package'
+    else
+        echo "bootstrap: no local CPU build of torch 2.13.0 for pip: Silero TTS not installed (docs/tts.md)"
+    fi
     "$VENV/bin/python" -c 'import ivr.cli, aiohttp, sqlalchemy, panoramisk, faster_whisper, onnxruntime, vosk' # fail loudly if the install did not work
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
