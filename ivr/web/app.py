@@ -5,8 +5,8 @@ ivr/web/campaigns.py plug in through ``setup_wallboard(app)`` / ``setup_campaign
 
 * ``request["user"]`` is a ``WebUserInfo`` (ivr/web/auth.py) on every non-public path: the
   session middleware has loaded the ``ivr_session`` cookie or answered already (redirect to
-  /login; JSON 401 for /api/... and event streams, i.e. paths under /api/ or /events, or
-  ``Accept: text/event-stream``).
+  /login; JSON 401 for /api/... and event streams: paths under /api/, paths ending in /events
+  or containing /events/, and ``Accept: text/event-stream``).
 * ``@require_role("admin", "head")`` (ivr.web.auth) on a handler: 403 for other roles.
 * Every POST (form or fetch) carries the session's CSRF token, as the form field ``csrf_token``
   or the header ``X-CSRF-Token``; the middleware answers 403 otherwise. Templates get it as
@@ -24,6 +24,7 @@ import asyncio
 import importlib
 import logging
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ PUBLIC_PREFIXES = ("/static/",)
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Optional page modules built elsewhere: module -> its setup function.
 OPTIONAL_MODULES = (("ivr.web.wallboard", "setup_wallboard"), ("ivr.web.campaigns", "setup_campaigns"))
+DEFAULT_MODULE_NAV = (("/wallboard", "Табло", "wallboard"), ("/campaigns", "Рассылки", "campaigns"))
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 SYNC_ENGINE = web.AppKey("sync_engine", Engine)
@@ -67,8 +69,14 @@ def add_nav(app: web.Application, path: str, label: str, roles: tuple[str, ...])
 
 
 def wants_json(request: web.Request) -> bool:
-    return (request.path.startswith("/api/") or request.path.startswith("/events")
-            or "text/event-stream" in request.headers.get("Accept", ""))
+    path = request.path
+    return (path.startswith("/api/") or path.startswith("/events") or path.endswith("/events")
+            or "/events/" in path or "text/event-stream" in request.headers.get("Accept", ""))
+
+
+def _nav(request: web.Request) -> list[tuple[str, str]]:
+    user = request.get("user")
+    return [(p, label) for p, label, roles in request.app[NAV] if user is not None and user.role in roles]
 
 
 def render(request: web.Request, template: str, context: dict[str, Any] | None = None, *,
@@ -77,8 +85,7 @@ def render(request: web.Request, template: str, context: dict[str, Any] | None =
     ctx = {
         "user": user,
         "csrf_token": request.get("csrf_token", ""),
-        "nav": [(p, label) for p, label, roles in request.app[NAV] if user is not None and user.role in roles],
-        "role_names": auth.ROLE_NAMES,
+        "nav": _nav(request),
         "path": request.path,
     }
     ctx.update(context or {})
@@ -195,6 +202,12 @@ def make_app(engine: AsyncEngine, settings: Any = None, *, session_ttl: timedelt
                                     undefined=jinja2.StrictUndefined if os.environ.get("IVR_WEB_STRICT") else
                                     jinja2.Undefined)
     app[NAV] = []
+    env = app[JINJA]
+    env.globals["role_names"] = auth.ROLE_NAMES
+    env.globals["nav_for"] = lambda request: _nav(request)
+    with warnings.catch_warnings():   # a plain key: modules that look up "jinja_env" share ours
+        warnings.simplefilter("ignore")
+        app["jinja_env"] = env
 
     async def dispose(app_: web.Application) -> None:
         await asyncio.to_thread(app_[SYNC_ENGINE].dispose)
@@ -214,6 +227,11 @@ def make_app(engine: AsyncEngine, settings: Any = None, *, session_ttl: timedelt
             log.info("web console: %s is not installed; its pages are off", module_name)
             continue
         getattr(module, setup_name)(app)
+    # A module that did not add its own menu entry gets the default one.
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    for path, label, page in DEFAULT_MODULE_NAV:
+        if path in paths and all(p != path for p, _l, _r in app[NAV]):
+            add_nav(app, path, label, auth.PAGE_ROLES[page])
     return app
 
 

@@ -234,10 +234,12 @@ async def list_users(conn: AsyncConnection) -> list:
 
 
 async def set_password(conn: AsyncConnection, login: str, password: str) -> None:
-    result = await conn.execute(update(WebUser).where(WebUser.login == login)
-                                .values(password_hash=hash_password(password)))
-    if result.rowcount == 0:
+    """A new password; every open session of the user ends."""
+    user_id = await conn.scalar(update(WebUser).where(WebUser.login == login)
+                                .values(password_hash=hash_password(password)).returning(WebUser.id))
+    if user_id is None:
         raise WebAuthError(f"no web user {login!r}")
+    await conn.execute(delete(WebSession).where(WebSession.user_id == user_id))
 
 
 async def find_login(conn: AsyncConnection, login: str):
