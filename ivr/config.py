@@ -147,6 +147,8 @@ class Settings:
     asr_engine: str = "whisper"           # whisper (faster-whisper, Whisper base) | vosk (model supplied)
     vosk_model: str = ""                  # folder of a Russian Vosk model (IVR_ASR_ENGINE=vosk)
     vosk_grammar: bool = True             # restrict Vosk to the dialog's phrases
+    silero_model: str = ""                # a Silero TTS model file (torch.package), for tts_engine: silero
+    silero_speaker: str = "baya"
 
     # Asterisk: chroot image (private install) and the name of the instance inside it.
     asterisk_root: Path = PROJECT_ROOT / ".cache" / "asterisk-root"
@@ -224,6 +226,8 @@ _ENV_MAP = {
     "IVR_ROBOT_NO_SPEECH_TIMEOUT": ("robot_no_speech_timeout", lambda n, v: _float(n, v, minimum=1.0)),
     "IVR_ASR_QUEUE": ("asr_queue", lambda n, v: _int(n, v, 0, 1000)),
     "IVR_UTTERANCE_RETENTION_DAYS": ("utterance_retention_days", lambda n, v: _int(n, v, 1, 3650)),
+    "IVR_SILERO_MODEL": ("silero_model", lambda n, v: _text(n, v, 500)),
+    "IVR_SILERO_SPEAKER": ("silero_speaker", lambda n, v: _checked(n, v, _NAME_RE, "speaker name")),
     "IVR_ASR_ENGINE": ("asr_engine", lambda n, v: _choice(n, v, ("whisper", "vosk"))),
     "IVR_VOSK_MODEL": ("vosk_model", lambda n, v: _text(n, v, 500)),
     "IVR_VOSK_GRAMMAR": ("vosk_grammar", lambda n, v: _choice(n, v, ("0", "1", "yes", "no", "true", "false"))

@@ -160,7 +160,7 @@ def robot_env(settings: Settings) -> dict[str, str]:
                        ("IVR_SMPP_SYSTEM_ID", settings.smpp_system_id),
                        ("IVR_SMPP_PASSWORD", settings.smpp_password), ("IVR_SMS_SOURCE", settings.sms_source),
                        ("IVR_SMS_HTTP_URL", settings.sms_http_url), ("IVR_SMS_HTTP_TOKEN", settings.sms_http_token),
-                       ("IVR_VOSK_MODEL", settings.vosk_model)):
+                       ("IVR_VOSK_MODEL", settings.vosk_model), ("IVR_SILERO_MODEL", settings.silero_model)):
         if value:
             env[key] = value
     if settings.smpp_host:

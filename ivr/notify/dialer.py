@@ -159,12 +159,15 @@ class Dialer:
     def __init__(self, *, engine: AsyncEngine, ari: AriClient, dispatcher: CallDispatcher, app: str,
                  synthesizer: Synthesizer, policies: PolicySet, worker: str, trunk: str, caller_id: str,
                  language: str, limits: DialerLimits = DialerLimits(), timings: RobotTimings = RobotTimings(),
-                 sms=None, clock: Callable[[], datetime] | None = None, speech: "SpeechKit | None" = None):
+                 sms=None, clock: Callable[[], datetime] | None = None, speech: "SpeechKit | None" = None,
+                 synthesizers: dict[str, Synthesizer] | None = None):
         self.engine = engine
         self.ari = ari
         self.dispatcher = dispatcher
         self.app = app
         self.synthesizer = synthesizer
+        # engine name -> Synthesizer for templates that ask for another voice (policy tts_engine)
+        self.synthesizers: dict[str, Synthesizer] = dict(synthesizers or {})
         self.policies = policies
         self.worker = worker
         self.trunk = trunk
@@ -318,12 +321,16 @@ class Dialer:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    async def _speak(self, written: str):
-        """The written prompt, normalised for speech (dates, numbers, «№»), rendered/cached."""
-        return await self.synthesizer.prompt(normalize_for_speech(written))
+    async def _speak(self, written: str, template: str | None = None):
+        """The written prompt, normalised for speech (dates, numbers, «№»), rendered/cached by the
+        template's TTS engine (policy ``tts_engine``; Festival when that engine is not set up)."""
+        synthesizer = self.synthesizer
+        if template is not None:
+            synthesizer = self.synthesizers.get(self.policies.for_template(template).tts_engine, synthesizer)
+        return await synthesizer.prompt(normalize_for_speech(written))
 
-    async def _prompts(self, text_: str) -> RobotPrompts:
-        main = await self._speak(text_)
+    async def _prompts(self, text_: str, template: str | None = None) -> RobotPrompts:
+        main = await self._speak(text_, template)
         return RobotPrompts(main=main, text=text_, **self._closing)  # type: ignore[arg-type]
 
     async def _call_attempt(self, job: ClaimedJob) -> None:
@@ -333,7 +340,7 @@ class Dialer:
         session: CallSession | None = None
         try:
             try:
-                prompts = await self._prompts(job.prompt_text or "")
+                prompts = await self._prompts(job.prompt_text or "", job.template)
                 dialog = None   # the spoken dialog's phrases, rendered before the dial too
                 if self.policies.for_template(job.template).dialog == "callback":
                     dialog = await self._dialog_phrases(job.prompt_text or "", self._tz.get(job.attempt_id),
@@ -392,7 +399,7 @@ class Dialer:
             "sorry": "Извините, я вас не расслышала.",
             "ok": "Хорошо.",
         }
-        audio = {key: await self._speak(value) for key, value in texts.items()}
+        audio = {key: await self._speak(value, template) for key, value in texts.items()}
         return DialogPhrases(text=question, proposed=proposed, **audio)  # type: ignore[arg-type]
 
     async def _speech_dialog(self, session: CallSession, attempt_id: int, template: str, phrases: DialogPhrases,
@@ -417,7 +424,8 @@ class Dialer:
             audio = SilentAudio()
             kit = SpeechKit.keys_only()
         dialog = SpeechDialog(self.ari, session, audio, kit.segmenter(), kit.recognizer, phrases,
-                              language=self.language, tz=tz, window=window, clock=self.clock, speak=self._speak,
+                              language=self.language, tz=tz, window=window, clock=self.clock,
+                              speak=lambda text_: self._speak(text_, template),
                               record_utterance=record_utterance, audio_dir=kit.audio_dir, timings=kit.timings,
                               answered_at=answered_at or self.clock())
         try:
@@ -451,7 +459,7 @@ class Dialer:
             dialog = await self._dialog_phrases(row.prompt_text or "", tz, row.template)
             result = await self._speech_dialog(session, attempt_id, row.template, dialog, row.e164, tz=tz)
         else:
-            prompts = await self._prompts(row.prompt_text or "")
+            prompts = await self._prompts(row.prompt_text or "", row.template)
             call = RobotCall(self.ari, session, prompts, self.timings, language=self.language, clock=self.clock)
             result = await call.converse(recovered=True)
         await self.record(attempt_id, result)
@@ -548,7 +556,7 @@ class Dialer:
         rendered = 0
         for prompt, template, e164, card_tz in rows:
             try:
-                audio = await self._speak(prompt)
+                audio = await self._speak(prompt, template)
                 rendered += not audio.cached
                 if self.policies.for_template(template).dialog == "callback":
                     await self._dialog_phrases(prompt, client_timezone(card_tz, e164), template)

@@ -35,7 +35,7 @@ import yaml
 
 from ivr.notify.window import CallWindow
 
-__all__ = ["ACTIONS", "DEFAULT_POLICY_FILE", "OUTCOMES", "Decision", "NextWorkingDay", "PolicyError",
+__all__ = ["ACTIONS", "DEFAULT_POLICY_FILE", "OUTCOMES", "TTS_ENGINES", "Decision", "NextWorkingDay", "PolicyError",
            "PolicySet", "RetryPolicy", "load_policies", "next_attempt", "parse_policies",
            "parse_schedule"]
 
@@ -131,6 +131,9 @@ class RetryPolicy:
     # How the call asks: "keys" (press 1 / 2) or "callback" (the spoken "when is it convenient?"
     # dialog of ivr/notify/speech_dialog.py; keys work there too).
     dialog: str = "keys"
+    # Which TTS renders this template's prompts: "festival" (Festival, espeak-ng fallback) or
+    # "silero" (ivr/speech/silero.py, the model file from IVR_SILERO_MODEL; falls back to Festival).
+    tts_engine: str = "festival"
 
     def __post_init__(self) -> None:
         if isinstance(self.barrier, bool) or not isinstance(self.barrier, int) or self.barrier < 1:
@@ -192,8 +195,9 @@ def next_attempt(policy: RetryPolicy, outcome: str, attempts_made: int, now: dat
 
 # --- the policy file -------------------------------------------------------------------------
 
-_POLICY_KEYS = {"barrier", "delays", "window", "sms_after_calls", "sms_attempts", "dialog"}
+_POLICY_KEYS = {"barrier", "delays", "window", "sms_after_calls", "sms_attempts", "dialog", "tts_engine"}
 DIALOGS = ("keys", "callback")
+TTS_ENGINES = ("festival", "silero")
 _WINDOW_KEYS = {"start", "end", "working_days_only", "holidays"}
 
 
@@ -293,8 +297,11 @@ def _build(data: Any, path: str, base: RetryPolicy | None, lines: dict[str, int]
     dialog = data.get("dialog", base.dialog)
     if dialog not in DIALOGS:
         raise fail(f"{path}.dialog", f"expected one of {', '.join(DIALOGS)}, got {dialog!r}")
+    tts_engine = data.get("tts_engine", base.tts_engine)
+    if tts_engine not in TTS_ENGINES:
+        raise fail(f"{path}.tts_engine", f"expected one of {', '.join(TTS_ENGINES)}, got {tts_engine!r}")
     return RetryPolicy(barrier=barrier, delays=delays, window=window, sms_after_calls=sms_after_calls,
-                       sms_attempts=sms_attempts, dialog=dialog)
+                       sms_attempts=sms_attempts, dialog=dialog, tts_engine=tts_engine)
 
 
 def parse_policies(text: str, source: str = "policy.yaml") -> PolicySet:

@@ -82,6 +82,13 @@ class Robot:
         cache = PromptCache(folder, settings.tts_cache_mb * 1024 * 1024, asterisk_path=asterisk_path,
                             http_base=http_base)
         self.synthesizer = Synthesizer([FestivalEngine(), EspeakEngine()], cache, 8000)
+        self.synthesizers = {"festival": self.synthesizer}
+        if settings.silero_model:
+            # optional: a Silero model file the admin supplies, for templates with tts_engine: silero
+            from ivr.speech.silero import SileroEngine
+            self.synthesizers["silero"] = Synthesizer(
+                [SileroEngine(settings.silero_model, speaker=settings.silero_speaker), FestivalEngine(),
+                 EspeakEngine()], cache, 8000)
         self.policies = load_policies(os.environ.get("IVR_NOTIFY_POLICY") or None)
         self.templates = TemplateStore(Path(os.environ.get("IVR_NOTIFY_TEMPLATES") or default_folder()),
                                        company_name=settings.company_name)
@@ -100,7 +107,7 @@ class Robot:
                                 client_interval_s=settings.dialer_client_interval),
             timings=RobotTimings(ring_timeout=settings.dialer_ring_timeout, digit_timeout=settings.robot_digit_timeout,
                                  total_timeout=settings.robot_total_timeout),
-            sms=self.sms, clock=clock, speech=self.speech)
+            sms=self.sms, clock=clock, speech=self.speech, synthesizers=self.synthesizers)
         self.webhook = self._webhook_sender(clock)
         self._runner: web.AppRunner | None = None
         self.tts_http_requests = 0

@@ -199,3 +199,30 @@ def test_policy_errors_name_key_and_line(text, message):
 def test_missing_explicit_policy_file_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_policies(tmp_path / "absent.yaml")
+
+
+def test_tts_engine_per_template():
+    from ivr.notify.retry import PolicyError, parse_policies
+
+    policies = parse_policies("defaults: {}\ntemplates:\n  fancy:\n    tts_engine: silero\n")
+    assert policies.for_template("fancy").tts_engine == "silero"
+    assert policies.for_template("other").tts_engine == "festival"
+    with pytest.raises(PolicyError, match="tts_engine"):
+        parse_policies("defaults:\n  tts_engine: rhvoice\n")
+
+
+async def test_dialer_speaks_with_the_templates_engine(tmp_path):
+    from ivr.notify.dialer import Dialer
+    from ivr.notify.retry import parse_policies
+    from ivr.speech.cache import PromptCache
+    from ivr.speech.tts import EspeakEngine, FestivalEngine, Synthesizer
+
+    cache = PromptCache(tmp_path, 50 * 1024 * 1024)
+    festival = Synthesizer([FestivalEngine()], cache)
+    other = Synthesizer([EspeakEngine()], cache)   # stands in for a second configured voice
+    dialer = Dialer(engine=None, ari=None, dispatcher=None, app="t", synthesizer=festival,
+                    policies=parse_policies("defaults: {}\ntemplates:\n  fancy:\n    tts_engine: silero\n"),
+                    worker="t", trunk="carrier", caller_id="x", language="ru", synthesizers={"silero": other})
+    assert (await dialer._speak("Добрый день.", "fancy")).engine == "espeak-ng"
+    assert (await dialer._speak("Добрый день.", "plain")).engine == "festival"
+    assert (await dialer._speak("Добрый день.")).engine == "festival"
