@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ivr.web import auth
 
 log = logging.getLogger("ivr.web")
+# The page modules share plain request keys ("user", "csrf_token": the contract in the docstring).
+warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, message=r".*web\.RequestKey")
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
@@ -103,8 +105,6 @@ def forbidden(request: web.Request) -> web.Response:
 def _unauthenticated(request: web.Request) -> web.StreamResponse:
     if wants_json(request):
         return web.json_response({"error": "not logged in"}, status=401)
-    if request.method in UNSAFE_METHODS:
-        raise web.HTTPSeeOther("/login")
     raise web.HTTPSeeOther("/login")
 
 
@@ -212,6 +212,16 @@ def make_app(engine: AsyncEngine, settings: Any = None, *, session_ttl: timedelt
     async def dispose(app_: web.Application) -> None:
         await asyncio.to_thread(app_[SYNC_ENGINE].dispose)
 
+    async def purge(app_: web.Application) -> None:
+        try:
+            async with app_[ENGINE].begin() as conn:
+                purged = await auth.purge_expired(conn)
+            if purged:
+                log.info("web console: %d expired sessions removed", purged)
+        except Exception as exc:   # a dead database must not stop the console from starting
+            log.warning("web console: could not purge expired sessions: %s", exc)
+
+    app.on_startup.append(purge)
     app.on_cleanup.append(dispose)
     app.router.add_get("/health", health)
     app.router.add_static("/static/", STATIC_DIR)

@@ -242,6 +242,10 @@ async def set_password(conn: AsyncConnection, login: str, password: str) -> None
     await conn.execute(delete(WebSession).where(WebSession.user_id == user_id))
 
 
+async def rehash(conn: AsyncConnection, user_id: int, password_hash: str) -> None:
+    await conn.execute(update(WebUser).where(WebUser.id == user_id).values(password_hash=password_hash))
+
+
 async def find_login(conn: AsyncConnection, login: str):
     """(id, password_hash) of an active user, or None."""
     return (await conn.execute(select(WebUser.id, WebUser.password_hash)

@@ -48,6 +48,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     limiter.succeeded(login)
     async with request.app[ENGINE].begin() as conn:
         token, _csrf = await auth.create_session(conn, row.id, ttl=request.app[SESSION_TTL])
+        if auth.needs_rehash(row.password_hash):   # the library's parameters went up: store a new hash
+            await auth.rehash(conn, row.id, await asyncio.to_thread(auth.hash_password, password))
     response = web.HTTPSeeOther("/")
     set_session_cookie(request, response, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
