@@ -282,7 +282,7 @@ async def test_bad_rule_shows_its_error_in_place_and_is_not_applied(engine, make
         response = await client.post(f"/rules/{action}", data={"csrf_token": csrf, "source": bad})
         assert response.status == 422
         text = await response.text()
-        assert f'href="#line-{line}">строка {line}</a>' in text and "loudest_first" in text
+        assert f'href="#line-{line}" data-line="{line}">строка {line}</a>' in text and "loudest_first" in text
         assert f'id="line-{line}" class="bad"' in text   # highlighted in the numbered text
     assert await _versions(engine) == before
     syntax = await client.post("/rules/check", data={"csrf_token": csrf, "source": "rules: [\n  - {"})
