@@ -305,13 +305,29 @@ async def test_manager_may_not_see_the_wallboard(engine):
 
 
 async def test_inside_the_console_core(engine):
-    """make_app (the console core) calls setup_wallboard; the page renders with its base.html."""
+    """make_app (the console core) calls setup_wallboard / setup_campaigns; with a real login
+    session the page renders in its base.html and the event stream pushes changes."""
     core = pytest.importorskip("ivr.web.app")
-    app = core.make_app(engine)
-    assert any(r.resource is not None and r.resource.canonical == "/wallboard/events" for r in app.router.routes())
+    from ivr.web import auth
 
-    from ivr.web.wallboard import render
-    req = SimpleNamespace(app=app, path="/wallboard", get={"user": SimpleNamespace(
-        login="a", display_name="Админ", role="admin")}.get)
-    body = render(req, "wallboard.html", {"snapshot": {"departments": []}, "snapshot_json": "{}"}).text
-    assert "wallboard.js" in body and "Админ" in body
+    async with engine.begin() as conn:
+        dep, code = await _department(conn)
+        op, _ = await _operator(conn, dep, "В консоли")
+        user = await auth.add_user(conn, "head" + secrets.token_hex(3), "Long-enough-pass-42", "head",
+                                   display_name="Начальник", department_code=code)
+        token, _csrf = await auth.create_session(conn, user.id)
+    app = core.make_app(engine)
+    async with TestClient(TestServer(app)) as client:
+        client.session.cookie_jar.update_cookies({core.COOKIE: token})
+        page = await client.get("/wallboard")
+        body = await page.text()
+        assert page.status == 200 and "Начальник" in body and "wallboard.js" in body and "В консоли" in body
+        assert (await client.get("/campaigns")).status == 200
+        resp = await client.get("/wallboard/events")
+        assert resp.status == 200
+        first = await _next_snapshot(resp, 2.0)
+        assert [d["id"] for d in first["departments"]] == [dep]
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE operators SET status = 'logged_out' WHERE id = :i"), {"i": op})
+        await _until_state(resp, "В консоли", "logged_out", 1.0)
+        resp.close()
