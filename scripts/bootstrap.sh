@@ -15,6 +15,10 @@ fi
 PACKAGES=(mmdebstrap sip-tester baresip sox iproute2 ca-certificates python3-venv python3-dev gcc procps psmisc)
 # Speech prompts (ivr/speech/tts.py, docs/tts.md): Festival + Russian voice, espeak-ng as fallback.
 PACKAGES+=(festival festvox-ru espeak-ng)
+# Browser tests of the web console (tests/e2e/test_web_console.py): Debian's Chromium at
+# /usr/bin/chromium, driven by the Python playwright package (setup.cfg [test]) without its own
+# browser download.
+PACKAGES+=(chromium)
 # PostgreSQL: when no server answers on 127.0.0.1:5432 and none is installed, install Debian's;
 # `ivr stack up` / the tests then use it or start a private cluster (ivr/stack/postgres.py).
 if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
