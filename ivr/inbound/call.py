@@ -22,7 +22,9 @@ import enum
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ivr.ari import AriClient, AriError, AriEvent, AriNotFound, AriUnavailable, CallSession
 from ivr.ari.events import CHANNEL_GONE, CHANNEL_RECOVERED
@@ -45,6 +47,11 @@ _CALLER_GONE_EVENTS = frozenset({"ChannelHangupRequest", "StasisEnd", "ChannelDe
 CAUSE_BUSY = 17
 CAUSE_NO_ANSWER = (18, 19)
 CAUSE_REJECTED = 21
+
+# Transfer from the operator's keypad during a call: *2, the colleague's extension, # (keys more
+# than this many seconds apart start over); the colleague is rung this long.
+TRANSFER_KEY_TIMEOUT = 5.0
+TRANSFER_RING_SECONDS = 20
 
 
 class State(enum.Enum):
@@ -81,7 +88,8 @@ class InboundCall:
         self._ringback_id: str | None = None
         self._started = time.monotonic()
         self._busy_announced = False
-        self._transferred = False
+        self._transferred = False         # moved away by the phone (SIP REFER)
+        self._leg: _Leg | None = None      # the operator's leg in the bridge now
 
     @property
     def channel_id(self) -> str:
@@ -394,32 +402,48 @@ class InboundCall:
         self.state = State.CONNECTED
         answered_at = utcnow()
         await self._stop_ringback()
-        bridge_id = await self.ari.create_bridge("mixing", name=f"call-{self.call_uid[:40]}")
+        # dtmf_events: keeps the two legs out of native RTP bridging so the operator's keys reach
+        # the controller as ChannelDtmfReceived (the *2 transfer); docs/decisions.md.
+        bridge_id = await self.ari.create_bridge("mixing,dtmf_events", name=f"call-{self.call_uid[:40]}")
         self.record.result = RESULT_ANSWERED
         self.record.answered_by_operator_id = view.id
         self.record.wait_seconds = round(time.monotonic() - self._started, 2)
         self.journal.record(self.record)
         t0 = time.monotonic()
+        self._leg = _Leg(view, leg_id, attempt_id, answered_at, t0)
         log.info("event=connected operator=%s wait=%.1fs", view.extension, self.record.wait_seconds)
         try:
             await self.ari.add_to_bridge(bridge_id, [self.channel_id, leg_id])
-            await self._talk(leg_id)
+            await self._talk(bridge_id, dept)
         finally:
             talk = round(time.monotonic() - t0, 2)
             self.record.talk_seconds = talk
             await self._destroy_bridge(bridge_id)
-            if not self._transferred:
-                await self._hangup(leg_id)
-            await self.svc.board.call_ended(view.extension, self.call_uid,
-                                            wrapup_seconds=float(getattr(dept, "wrapup_seconds", 10) or 0))
-            await self._attempt_finish(attempt_id, outcome="answered", answered_at=answered_at, talk=talk)
+            leg = self._leg
+            if leg is not None:  # None: the operator left during a transfer nobody took
+                if not self._transferred:
+                    await self._hangup(leg.channel_id)
+                await self._leg_done(leg, dept)
             await self.svc.after_answer(view, self.record, answered_at)
+            if leg is not None and leg.view is not view:
+                await self.svc.after_answer(leg.view, self.record, leg.answered_at)
 
-    async def _talk(self, leg_id: str) -> None:
+    async def _leg_done(self, leg: "_Leg", dept) -> None:
+        """An operator's part of the call is over: wrap-up, attempt with his talk time."""
+        await self.svc.board.call_ended(leg.view.extension, self.call_uid,
+                                        wrapup_seconds=float(getattr(dept, "wrapup_seconds", 10) or 0))
+        await self._attempt_finish(leg.attempt_id, outcome="answered", answered_at=leg.answered_at,
+                                   talk=round(time.monotonic() - leg.t0, 2))
+
+    async def _talk(self, bridge_id: str, dept) -> None:
         assert self.record is not None
+        keys = ""  # what the operator pressed towards a transfer: "*", "*2", "*2301", "*2301#"
         while True:
-            event = await self.session.next_event()
+            event = await self.session.next_event(TRANSFER_KEY_TIMEOUT if keys else None)
             if event is None:
+                if keys:
+                    log.info("event=transfer_keys_abandoned keys=%s", kv(keys))
+                    keys = ""
                 continue
             if event.type in ("BridgeBlindTransfer", "BridgeAttendedTransfer"):
                 self._transferred = True
@@ -427,7 +451,16 @@ class InboundCall:
                 self.record.add_note(f"transferred by the operator ({event.type})")
                 log.info("event=transferred kind=%s", event.type)
                 continue
-            if event.channel_id == leg_id and event.type in ("StasisEnd", "ChannelDestroyed", CHANNEL_GONE):
+            assert self._leg is not None
+            if event.type == "ChannelDtmfReceived" and event.channel_id == self._leg.channel_id:
+                keys = transfer_keys(keys, event.digit)
+                if keys.endswith("#"):
+                    target, keys = keys[2:-1], ""
+                    if await self._transfer(bridge_id, target, dept):
+                        return
+                continue
+            if event.channel_id == self._leg.channel_id and event.type in ("StasisEnd", "ChannelDestroyed",
+                                                                           CHANNEL_GONE):
                 if not self._transferred:
                     self.record.hangup_by = "operator"
                     log.info("event=operator_hung_up")
@@ -439,6 +472,114 @@ class InboundCall:
                     self.record.hangup_cause = event.cause
                 log.info("event=caller_hung_up state=connected")
                 return
+
+    # --- transfer (*2 + extension + # pressed by the operator during the call) -------------
+    async def _transfer(self, bridge_id: str, target: str, dept) -> bool:
+        """Ring colleague ``target`` while the caller stays with the operator; when he answers he
+        takes the operator's place in the bridge. True when the call is over."""
+        assert self.record is not None and self._leg is not None
+        current = self._leg
+        source = current.view.extension
+        log.info("event=transfer_requested operator=%s target=%s", source, kv(target))
+        row = None
+        if target.isdigit() and 2 <= len(target) <= 8 and target != source:
+            try:
+                row = await self.svc.store.operator(target)
+            except StoreUnavailable as exc:
+                log.warning("event=transfer_lookup_failed reason=%s", kv(str(exc)))
+        if row is None:
+            await self._tell_operator(prompts.TRANSFER_INVALID)
+            return False
+        if self.svc.board.state(target).busy() or await self._phone_busy(target):
+            log.info("event=transfer_target_busy target=%s", target)
+            await self._tell_operator(prompts.TRANSFER_BUSY)
+            return False
+        self.svc.board.reserve(target, self.call_uid)
+        started = utcnow()
+        attempt_id = await self._attempt_start(row, RingStep(kind="transfer", department=row.department,
+                                                             timeout=TRANSFER_RING_SECONDS), started)
+        leg_id = f"tr-{uuid.uuid4().hex[:20]}"
+        self.session.watch(leg_id)
+        outcome, cause, source_gone = "failed", None, False
+        try:
+            try:
+                await self.ari.originate(f"PJSIP/{target}", app=self.svc.app, app_args="operator_leg",
+                                         channel_id=leg_id, caller_id=self._client_card(),
+                                         timeout=TRANSFER_RING_SECONDS + 5)
+            except AriError as exc:
+                log.warning("event=transfer_originate_failed target=%s reason=%s", target, kv(str(exc)[:200]))
+            else:
+                outcome, cause, source_gone = await self._wait_transfer(leg_id, current.channel_id)
+        except CallerGone:
+            outcome = "caller_hung_up"
+            await self._hangup(leg_id)
+            raise
+        finally:
+            await self.svc.board.ring_ended(target, self.call_uid, answered=outcome == "answered")
+            if outcome != "answered":
+                await self._attempt_finish(attempt_id, outcome=outcome, cause=cause)
+            log.info("event=transfer_ring_result target=%s outcome=%s cause=%s", target, outcome, cause)
+        if outcome == "answered":
+            await self.ari.add_to_bridge(bridge_id, [leg_id])
+            if not source_gone:
+                await self._hangup(current.channel_id)
+            self._leg = _Leg(row, leg_id, attempt_id, utcnow(), time.monotonic())
+            await self._leg_done(current, dept)
+            self.record.result = RESULT_TRANSFERRED
+            self.record.add_note(f"transferred by {source} to {target} (*2)")
+            self.journal.record(self.record)
+            log.info("event=transferred kind=dtmf from=%s to=%s", source, target)
+            return False
+        if not source_gone:
+            await self._tell_operator(prompts.TRANSFER_NOT_ANSWERED)
+            return False
+        # The operator left after pressing the code and the colleague did not answer: the caller
+        # is alone - a callback request and the goodbye message, as when nobody answers.
+        self.record.hangup_by = "operator"
+        await self._leg_done(current, dept)
+        self._leg = None
+        self.record.result = RESULT_CALLBACK
+        await self._request_callback("transfer_not_answered")
+        await self._play_and_wait(prompts.NOBODY_ANSWERED, limit=15)
+        await self._hangup(self.channel_id)
+        return True
+
+    async def _wait_transfer(self, leg_id: str, source_leg: str) -> tuple[str, int | None, bool]:
+        deadline = time.monotonic() + TRANSFER_RING_SECONDS
+        source_gone = False
+        while (remaining := deadline - time.monotonic()) > 0:
+            event = await self._next(remaining)
+            if event is None:
+                break
+            if event.channel_id == source_leg and event.type in ("StasisEnd", "ChannelDestroyed", CHANNEL_GONE):
+                source_gone = True  # a blind transfer: he pressed the code and hung up
+                continue
+            if event.channel_id != leg_id:
+                continue
+            if event.type == "StasisStart":
+                return "answered", None, source_gone
+            if event.type == "ChannelDestroyed":
+                cause = event.cause
+                return ("busy" if cause == CAUSE_BUSY else "rejected" if cause == CAUSE_REJECTED
+                        else "no_answer" if cause in CAUSE_NO_ANSWER else "failed"), cause, source_gone
+        await self._hangup(leg_id)
+        return "no_answer", None, source_gone
+
+    async def _phone_busy(self, extension: str) -> bool:
+        try:
+            return await self.svc._phone_busy(extension)
+        except (AriError, AriUnavailable):
+            return False
+
+    async def _tell_operator(self, sounds: tuple[str, ...]) -> None:
+        """A short message to the operator's leg only (it stays in the bridge with the caller)."""
+        if self._leg is None:
+            return
+        try:
+            await self.ari.play(self._leg.channel_id, prompts.media(sounds), lang=self.svc.language,
+                                playback_id=f"tr-{uuid.uuid4().hex[:12]}")
+        except (AriNotFound, AriError, AriUnavailable):
+            pass
 
     # --- helpers -----------------------------------------------------------------------------
     async def _next(self, timeout: float | None) -> AriEvent | None:
@@ -542,3 +683,29 @@ class InboundCall:
 
 SEGMENT_LABELS = {"retail": "розница", "small_wholesale": "мелкий опт", "wholesale": "опт",
                   "large_wholesale": "крупный опт"}
+
+
+@dataclass
+class _Leg:
+    """An operator's leg of a connected call (the first one, or the colleague after *2)."""
+
+    view: Any                 # OperatorView, or an operator row (id, extension, department)
+    channel_id: str
+    attempt_id: int | None
+    answered_at: datetime
+    t0: float
+
+
+def transfer_keys(keys: str, digit: str) -> str:
+    """The operator's keys towards a transfer so far: ``*`` -> ``*2`` -> ``*2`` + digits -> ``#``
+    ends it. Anything else starts over (so ordinary keys during the call do nothing)."""
+    if digit == "*":
+        return "*"
+    if keys == "*":
+        return "*2" if digit == "2" else ""
+    if keys.startswith("*2") and not keys.endswith("#"):
+        if digit.isdigit() and len(keys) < 10:
+            return keys + digit
+        if digit == "#" and len(keys) > 2:
+            return keys + "#"
+    return ""

@@ -5,6 +5,8 @@ Use cases handled here (one method each, like wazo-agentd's handlers):
 - an operator missed a ring -> auto-pause policy, reaction-standard violation;
 - an operator answered -> contact history, miss counter reset;
 - feature codes from an operator's phone: *45 pause/rejoin, *44 log in/out, *78 arrived;
+- *69 call the last caller back through the trunk (CallLastCaller, ivr/inbound/callback.py);
+- *2 + extension + # during a customer call: transfer (InboundCall, ivr/inbound/call.py);
 - *77 summon a current-sales manager to the sales floor (SummonCall);
 - the summon deadline passed -> violation and the consultant is told by a call.
 """
@@ -164,6 +166,11 @@ class InboundPlugin:
         sounds = prompts.NOT_AN_OPERATOR
         try:
             await self.ari.answer(session.channel_id)
+            if extension and action == "callback_last":
+                from .callback import CallLastCaller
+
+                await CallLastCaller(self, session).run(extension)
+                return
             if extension:
                 sounds = await self._feature_action(action, extension)
         except StoreUnavailable as exc:
@@ -200,6 +207,9 @@ class InboundPlugin:
                 timer.cancel()
             log.info("event=summon_confirmed summon=%s manager=%s", summon_id, extension)
             return prompts.CONFIRMED
+        if action == "transfer_help":
+            # *2 is pressed during a customer call (InboundCall); dialled on its own it does nothing.
+            return prompts.TRANSFER_INVALID
         return prompts.NOT_AN_OPERATOR
 
     async def summon(self, session: CallSession, first_event: AriEvent) -> None:

@@ -24,6 +24,20 @@ LOGGED_OUT = ("agent-loggedoff",)
 NOT_AN_OPERATOR = ("pbx-invalid",)
 CONFIRMED = ("auth-thankyou",)
 
+# *69, call the last caller back: «вызов» + the number's digits while the trunk rings, then a
+# ringing tone; nobody to call back: «извините, не могу перезвонить неопознанному абоненту»;
+# the number did not answer: «извините, номер не отвечает».
+CALLBACK_CALLING = ("calling",)
+CALLBACK_NO_NUMBER = ("unidentified-no-callback",)
+CALLBACK_NOT_ANSWERED = ("im-sorry", "number-not-answering")
+# Transfer (*2 + extension + # during a customer call), heard by the transferring operator only:
+# an unknown extension or his own: «трансфер... неверный номер»; the colleague is busy: «занят»;
+# the colleague did not answer: «номер не отвечает» (the caller stays with him).
+# *2 dialled outside a call: «трансфер... неверный номер».
+TRANSFER_INVALID = ("pbx-transfer", "pbx-invalid")
+TRANSFER_BUSY = ("is-in-use",)
+TRANSFER_NOT_ANSWERED = ("number-not-answering",)
+
 # Summon: the manager hears «с внутреннего номера NNN» (the consultant's floor phone);
 # the consultant hears «внутренний номер NNN» (the manager who is coming);
 # no manager free: «все операторы заняты»; not confirmed in time: «извините, номер не отвечает».

@@ -169,11 +169,26 @@ class InboundStore:
         return await self._run("callback request", q)
 
     async def record_contact(self, *, client_id: int, operator_id: int | None, at: datetime, call_uid: str,
-                             result: str) -> None:
+                             result: str, direction: CallDirection = CallDirection.inbound) -> None:
         from models.clients import record_contact
 
         await self._run("contact", lambda conn: record_contact(
-            conn, client_id, operator_id, CallDirection.inbound, at, call_uid, result))
+            conn, client_id, operator_id, direction, at, call_uid, result))
+
+    async def last_caller(self, operator_id: int):
+        """The newest inbound call to the public number that this operator answered or was
+        offered (rung for, transfers included), with a number that parsed:
+        (call_uid, from_e164, client_id) or None. The number comes from the calls table only,
+        never from what a phone sends."""
+        async def q(conn):
+            # Every ring of an operator (answered or not) is an attempt row: the newest one of
+            # his on a routed call with a usable number (index ix_call_attempts_operator_started).
+            return (await conn.execute(text(
+                "SELECT c.call_uid, c.from_e164, c.client_id FROM call_attempts a "
+                "JOIN calls c ON c.call_uid = a.call_uid "
+                "WHERE a.operator_id = :op AND c.direction = 'inbound' AND c.flow = 'inbound' "
+                "AND c.from_e164 IS NOT NULL ORDER BY a.started_at DESC LIMIT 1"), dict(op=operator_id))).first()
+        return await self._run("last caller", q, write=False)
 
     # --- summons -------------------------------------------------------------------------
     async def start_summon(self, *, call_uid: str, consultant_id: int | None, started_at: datetime) -> int:

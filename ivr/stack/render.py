@@ -256,6 +256,10 @@ FEATURE_CODES: dict[str, tuple[str, str]] = {
     "*44": ("feature,login_toggle", "log in / log out (toggle)"),
     "*77": ("summon", "summon a current-sales manager to the sales floor"),
     "*78": ("feature,summon_arrived", "the summoned manager confirms arrival"),
+    "*69": ("feature,callback_last", "call the last caller back (the number comes from the calls table)"),
+    # The transfer itself is pressed during a customer call (*2, the colleague's extension, #) and
+    # reaches the controller as DTMF on the operator's bridged leg; dialled alone it only explains.
+    "*2": ("feature,transfer_help", "transfer: during a customer call press *2, the extension and #"),
 }
 # Caller-ID names shown on phones: letters (any script), digits, spaces, . _ -
 _DISPLAY_NAME_RE = re.compile(r"[^\W][\w .\-]{0,59}")
