@@ -284,16 +284,31 @@ async def main_async(args) -> dict:
                 if len(phone.order) == before:
                     log(f"probe {i}: the probe phone got no INVITE (answered={res.answered})")
                     continue
-                cid = phone.order[-1]
+                # The first INVITE of this call: under load a late answer can make the controller
+                # ring again (ring_timeout), and the board's "on a call" belongs to the first leg.
+                cids = phone.order[before:]
+                cid = cids[0]
                 t_inv, t_ok = phone.invite_at[cid], phone.ok_at.get(cid)
                 seen = [(s, t / 1000.0) for s, t in await page.evaluate("window.__probe") if t / 1000.0 >= t_start]
                 ring = next((t for s, t in seen if s == "ringing"), None)
-                talk = next((t for s, t in seen if s == "on_call"), None)
-                row = {"calls_in_progress": calls_now, "answered": res.answered,
+                talk = next((t for s, t in seen if s == "on_call" and ring is not None and t >= ring), None)
+                # The controller's own stamps of the same moments (call_attempts, written when it
+                # rings the leg / sees the answer): the board's share of the latency, DB -> DOM.
+                att = bi._sql(url, "SELECT extract(epoch FROM a.started_at) AS s, extract(epoch FROM a.answered_at) AS a "
+                                   "FROM call_attempts a JOIN operators o ON o.id = a.operator_id "
+                                   "WHERE o.extension = :e AND a.started_at >= to_timestamp(:t) ORDER BY a.id LIMIT 1",
+                              e=PROBE_EXT, t=t_start)
+                db_ring = float(att[0].s) if att else None
+                db_ans = float(att[0].a) if att and att[0].a is not None else None
+                row = {"calls_in_progress": calls_now, "answered": res.answered, "invites": len(cids),
+                       "sip": [round(t_inv, 3), round(t_ok, 3) if t_ok else None],
+                       "dom": [[s, round(t, 3)] for s, t in seen],
                        "ringing_ms": round((ring - t_inv) * 1000, 1) if ring else None,
-                       "on_call_ms": round((talk - t_ok) * 1000, 1) if talk and t_ok else None}
+                       "on_call_ms": round((talk - t_ok) * 1000, 1) if talk and t_ok else None,
+                       "db_ringing_ms": round((ring - db_ring) * 1000, 1) if ring and db_ring else None,
+                       "db_on_call_ms": round((talk - db_ans) * 1000, 1) if talk and db_ans else None}
                 samples.append(row)
-                log(f"probe {i}: {row}")
+                log(f"probe {i}: " + str({k: v for k, v in row.items() if k not in ("sip", "dom")}))
             stop.set()
             results["probes"] = samples
             results["calls_in_progress"] = {"min": min(in_progress[len(in_progress) // 4:], default=None),
@@ -301,7 +316,7 @@ async def main_async(args) -> dict:
                                             "samples": in_progress}
             step = await load
             results["load"] = {k: getattr(step, k) for k in (
-                "rate", "duration", "calls", "sipp_success", "sipp_failed", "db_answered", "failed",
+                "rate", "duration", "calls", "sipp_success", "sipp_failed", "db_answered", "db_other", "failed",
                 "max_concurrent_sipp", "max_calls_asterisk", "controller_cpu_pct", "asterisk_cpu_pct",
                 "machine_cpu_pct", "wait_p50", "wait_p95")}
             await browser.close()
@@ -315,6 +330,11 @@ async def main_async(args) -> dict:
     results["latency_ms"] = {
         "ringing": {"n": len(ring), "p50": pct(ring, 0.5), "p95": pct(ring, 0.95), "max": max(ring, default=None)},
         "on_call": {"n": len(talk), "p50": pct(talk, 0.5), "p95": pct(talk, 0.95), "max": max(talk, default=None)},
+        **{k: {"n": len(v), "p50": pct(v, 0.5), "p95": pct(v, 0.95), "max": max(v, default=None)}
+           for k, v in (("db_ringing", [s["db_ringing_ms"] for s in results.get("probes", [])
+                                        if s.get("db_ringing_ms") is not None]),
+                        ("db_on_call", [s["db_on_call_ms"] for s in results.get("probes", [])
+                                        if s.get("db_on_call_ms") is not None]))},
         "missed": sum(1 for s in results.get("probes", []) if s["ringing_ms"] is None or s["on_call_ms"] is None)}
     results["loadavg_end"] = os.getloadavg()
     return results
@@ -328,7 +348,8 @@ def main() -> int:
     parser.add_argument("--operators", type=int, default=300)
     parser.add_argument("--uas", type=int, default=4)
     parser.add_argument("--probes", type=int, default=20)
-    parser.add_argument("--probe-hold", type=float, default=2.0)
+    parser.add_argument("--probe-hold", type=float, default=8.0,
+                        help="seconds the probe caller stays after the IVR answered (routing happens then)")
     parser.add_argument("--ring", type=float, default=1.0, help="seconds the probe phone rings before answering")
     parser.add_argument("--loads", type=int, default=5, help="page loads per page and phase")
     parser.add_argument("--json", type=Path)
