@@ -6,6 +6,9 @@ the call journal, a ring attempt started or finished, a violation, an operator e
 (a journal batch of 200 calls is one), and Postgres folds identical notifications of one
 transaction into one. Listeners (ivr/web/floor_events.py) recompute the snapshot on them.
 
+Two indexes keep the wallboard's snapshot independent of the call history: open calls (a
+partial index; a handful of rows) and calls per department by start (today's counts).
+
 Revision ID: 0009
 Revises: 0008
 """
@@ -30,9 +33,14 @@ $$""")
     for table in FLOOR_TABLES:
         op.execute(f"CREATE TRIGGER ivr_floor_notify AFTER INSERT OR UPDATE OR DELETE ON {table} "
                    f"FOR EACH STATEMENT EXECUTE FUNCTION ivr_floor_notify()")
+    op.create_index('ix_calls_open_started', 'calls', ['started_at'], unique=False,
+                    postgresql_where='ended_at IS NULL')
+    op.create_index('ix_calls_department_started', 'calls', ['department_code', 'started_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_calls_department_started', table_name='calls')
+    op.drop_index('ix_calls_open_started', table_name='calls')
     for table in FLOOR_TABLES:
         op.execute(f"DROP TRIGGER IF EXISTS ivr_floor_notify ON {table}")
     op.execute("DROP FUNCTION IF EXISTS ivr_floor_notify()")
