@@ -214,7 +214,12 @@ class Call(Base):
     talk_seconds: Mapped[float | None] = mapped_column(Float)
     degraded: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
-    __table_args__ = (Index("ix_calls_started_at", "started_at"),)
+    __table_args__ = (
+        Index("ix_calls_started_at", "started_at"),
+        # the wallboard (migration 0009): calls still open, and a department's day
+        Index("ix_calls_open_started", "started_at", postgresql_where=text("ended_at IS NULL")),
+        Index("ix_calls_department_started", "department_code", "started_at"),
+    )
 
 
 class CallAttempt(Base):
