@@ -249,7 +249,15 @@ def require_page(request: web.Request, page: str):
     except ImportError:
         pass
     if getattr(user, "role", None) not in roles:
-        raise web.HTTPForbidden(text="this page is not for your role")
+        try:  # the console's own 403 page (as /rules shows it); plain text outside the console
+            from ivr.web.app import forbidden
+        except ImportError:
+            raise web.HTTPForbidden(text="this page is not for your role") from None
+        try:
+            page_403 = forbidden(request)
+        except Exception:  # an app without the console's templates (module tests): plain text
+            raise web.HTTPForbidden(text="this page is not for your role") from None
+        raise web.HTTPForbidden(body=page_403.body, content_type=page_403.content_type, charset="utf-8")
     return user
 
 
