@@ -257,7 +257,7 @@ def require_page(request: web.Request, page: str):
             page_403 = forbidden(request)
         except Exception:  # an app without the console's templates (module tests): plain text
             raise web.HTTPForbidden(text="this page is not for your role") from None
-        raise web.HTTPForbidden(body=page_403.body, content_type=page_403.content_type, charset="utf-8")
+        raise web.HTTPForbidden(body=page_403.body, headers={"Content-Type": page_403.headers["Content-Type"]})
     return user
 
 
