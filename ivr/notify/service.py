@@ -174,6 +174,14 @@ class Robot:
         return WebhookSender(self.engine, self.settings.webhook_url or None,
                              secret=self.settings.webhook_secret or None, clock=clock)
 
+    async def _load_asr(self) -> None:
+        started = time.monotonic()
+        try:
+            await self.asr_pool.load()
+            log.info("event=asr_loaded seconds=%.1f", time.monotonic() - started)
+        except Exception as exc:  # the dialog then falls back to its key menu per utterance
+            log.error("event=asr_load_failed reason=%r", str(exc)[:200])
+
     async def _connect_sms(self) -> None:
         """Connect the SMS driver, retrying with backoff: an SMSC that is down delays SMS
         (their attempts are retried by the policy), never the start of the robot."""
@@ -222,9 +230,9 @@ class Robot:
             self.sms_driver.add_callback_route(app, "/sms/receipts")
         await self.dialer.prepare()
         if self.speech is not None:
-            started = time.monotonic()
-            await self.asr_pool.load()   # the first answer must not wait for the model
-            log.info("event=asr_loaded seconds=%.1f", time.monotonic() - started)
+            # in the background: calls left by a previous run must be adopted at once, not after
+            # the model load (seconds); the first answer waits for it only if it comes that early
+            self._tasks.append(asyncio.create_task(self._load_asr(), name="asr-load"))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.bind_host, self.settings.api_port).start()
@@ -243,7 +251,7 @@ class Robot:
         await self.start()
         stopper = asyncio.create_task(self._stop.wait())
         # sms-connect ends normally once the SMSC is bound: only the long-running tasks count
-        watched = [t for t in self._tasks if t.get_name() != "sms-connect"]
+        watched = [t for t in self._tasks if t.get_name() not in ("sms-connect", "asr-load")]
         await asyncio.wait([stopper, *watched], return_when=asyncio.FIRST_COMPLETED)
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:

@@ -283,7 +283,9 @@ async def test_idempotent_creation_and_field_errors(robot):
 
 async def test_sigkill_mid_call_reconciled_without_a_second_call(robot, e2e_settings, tmp_path):
     # He answers, listens, and presses 1 only after the robot was killed and restarted.
-    far = await far_end(e2e_settings, tmp_path, mode="answer", dtmf="1", dtmf_delay=9.0, hold=30)
+    # (pressed three times, 10 s apart: however long the restart takes, one press reaches the new run)
+    far = await far_end(e2e_settings, tmp_path, mode="answer", hold=45, script=[
+        ("silence", 9.0), ("dtmf", "1"), ("silence", 10.0), ("dtmf", "1"), ("silence", 10.0), ("dtmf", "1")])
     try:
         _, job = await robot.create(unique_mobile())
 
