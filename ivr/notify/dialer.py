@@ -398,6 +398,7 @@ class Dialer:
             "handed": "Хорошо. Ваш менеджер свяжется с вами. До свидания.",
             "sorry": "Извините, я вас не расслышала.",
             "ok": "Хорошо.",
+            "ack": "Так.",
         }
         audio = {key: await self._speak(value, template) for key, value in texts.items()}
         return DialogPhrases(text=question, proposed=proposed, **audio)  # type: ignore[arg-type]

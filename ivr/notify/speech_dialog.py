@@ -103,6 +103,7 @@ class DialogPhrases:
     handed: PromptAudio         # «Хорошо. Ваш менеджер свяжется с вами. До свидания.»
     sorry: PromptAudio          # «Извините, я не расслышал.»
     ok: PromptAudio             # «Хорошо.» (while the confirmation renders)
+    ack: PromptAudio            # «Так.» the moment he stops speaking (while the ASR works)
     text: str                   # the question's written text (stored with the attempt)
     proposed: datetime          # the proposed callback time (client's local time)
 
@@ -153,6 +154,7 @@ class SpeechDialog:
         self._step = "ask"
         self._pending_eos: float | None = None  # end of speech waiting for our next audio
         self._stashed: list[AriEvent] = []      # an utterance heard while a phrase played
+        self._acked = False                     # «Так.» played for the last utterance
 
     # --- the speech pump: frames -> VAD -> synthetic events in the call's mailbox ----------------
 
@@ -238,7 +240,8 @@ class SpeechDialog:
 
     async def _confirm(self, when: datetime, heard: Heard) -> AttemptResult:
         local = when.astimezone(self.tz)
-        await self._play(self.phrases.ok, heard)          # our next audio at once
+        if not self._acked:
+            await self._play(self.phrases.ok, heard)      # our next audio at once
         sentence = f"Хорошо, перезвоним {say_when(local, self.clock())}. До свидания."
         audio = await self.speak(sentence)
         return await self._close(audio, None, self._result("callback", f"asked for {local:%d.%m %H:%M}",
@@ -250,6 +253,7 @@ class SpeechDialog:
         # No drain/reset here: the snoop hears only him (never our prompt), and a client who
         # speaks right after his "нет", before "Когда вам удобнее?" starts, must be heard.
         self._step = step
+        self._acked = False
         deadline: float | None = None      # no-speech timeout starts when the prompt ends
         if self._stashed:                  # he already answered (over the last phrase)
             deadline = time.monotonic() + self.timings.no_speech_s
@@ -283,6 +287,11 @@ class SpeechDialog:
                 speaking = False
                 pcm = event.data.get("pcm") or b""
                 eos = event.data.get("eos") or time.monotonic()
+                if len(pcm) >= SAMPLE_RATE * 2 * 0.25:
+                    # he hears at once that he was heard; recognition takes a second or two
+                    self._pending_eos = eos
+                    await self._play(self.phrases.ack, None)
+                    self._acked = True
                 heard = await self._recognise(pcm, eos, step)
                 if heard.understanding is None or (heard.understanding.intent == "unknown"
                                                    and len(pcm) < SAMPLE_RATE * 2 * 0.25):
@@ -317,8 +326,9 @@ class SpeechDialog:
                                         resolved_at=u.when, asr_ms=int(asr_ms), engine=engine)
         except Exception as exc:  # the dialog goes on without the review record
             log.warning("event=utterance_not_recorded reason=%r", str(exc)[:200])
-        self._pending_eos = eos
-        return Heard("speech", understanding=u, end_of_speech=eos)
+        if not self._acked:
+            self._pending_eos = eos
+        return Heard("speech", understanding=u, end_of_speech=None if self._acked else eos)
 
     def _save_audio(self, pcm: bytes, seq: int) -> Path | None:
         if self.audio_dir is None or not pcm:

@@ -23,7 +23,7 @@ import uuid
 from array import array
 from dataclasses import dataclass
 
-from ivr.ari import AriClient, AriError, AriNotFound, AriUnavailable, CallSession
+from ivr.ari import AriClient, AriConflict, AriError, AriNotFound, AriUnavailable, CallSession
 
 log = logging.getLogger("ivr.speech.listen")
 
@@ -134,7 +134,16 @@ class CallAudio:
                                           direction="both")
             await self.ari.snoop(self.session.channel_id, app=self.app, snoop_id=self.ids.snoop, spy="in",
                                  app_args="listen")
-            await self.ari.add_to_bridge(self.ids.bridge, [self.ids.snoop, self.ids.media])
+            # The helper channels enter our Stasis app asynchronously: addChannel can come a few
+            # ms too early (422 "not in Stasis application"); try again briefly.
+            for attempt in range(20):
+                try:
+                    await self.ari.add_to_bridge(self.ids.bridge, [self.ids.snoop, self.ids.media])
+                    break
+                except AriConflict:
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.05)
             self._started = True
         except (AriError, AriUnavailable):
             await self.close()

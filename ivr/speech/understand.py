@@ -227,6 +227,14 @@ def understand(transcript: str, *, now: datetime, tz: ZoneInfo, window: CallWind
     if not text.strip():
         return result("unknown", "", "empty transcript", conf=0.0)
 
+    # A lost «не»: over the phone «не удобно» / «не могу» come back as "и удобно" / "а могу". An
+    # answer that opens with a lone "и"/"а" before an affirm word is not taken as a yes (a wrong
+    # yes books a call he refused; asking again costs one turn).
+    first = [t for t in tokens if t != "|"][:2]
+    if len(first) == 2 and first[0] in ("и", "а") and (first[1] in AFFIRM_WORDS or first[1] in ("могу", "сейчас")):
+        return result("unknown", " ".join(first), f"'{first[0]} {first[1]}': possibly a lost «не», not a yes",
+                      conf=0.3)
+
     padded = f" {text} "
     rest, phrases = _find_phrases(padded)
     phrase_intents = [i for _, i in phrases]
