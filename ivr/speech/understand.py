@@ -194,11 +194,22 @@ def _find_phrases(text: str) -> tuple[str, list[tuple[str, str]]]:
     return text, found
 
 
+_NEGATABLE_TIMES = ("сейчас", "сегодня", "завтра", "послезавтра", "утром", "днем", "вечером")
+
+
 def _clauses(tokens: list[str]) -> list[list[str]]:
+    """Clauses at punctuation and conjunctions, and - because Whisper writes few commas - also
+    after a rejection: "в пятницу нет | в четверг", "не сейчас | через полчаса"."""
     out: list[list[str]] = [[]]
     for t in tokens:
         if t == "|" or (t in ("а", "но", "лучше", "или", "давайте", "давай", "только") and out[-1]):
             out.append([] if t == "|" else [t])
+        elif t in ("нет", "неа") and out[-1]:
+            out[-1].append(t)          # "<time> нет": that time is rejected; what follows is new
+            out.append([])
+        elif t in _NEGATABLE_TIMES and out[-1] and out[-1][-1] == "не":
+            out[-1].append(t)          # "не сейчас": only that word is negated
+            out.append([])
         else:
             out[-1].append(t)
     return [c for c in out if c]
